@@ -1,0 +1,58 @@
+# gunicorn settings for piagent: `gunicorn -c gunicorn.conf.py wsgi:app`.
+# Values come from the environment or ./.env (same names as piagent's settings).
+import os
+
+from decouple import Config, RepositoryEmpty, RepositoryEnv
+
+_env = Config(RepositoryEnv(".env") if os.path.isfile(".env") else RepositoryEmpty())
+
+# --- Server socket ---
+# Where to listen. Loopback by default: put nginx in front to reach the LAN.
+bind = _env("BIND", default="127.0.0.1:8000")
+# Pending connections the kernel queues before accept; 64-2048.
+backlog = 512
+
+# --- Worker processes ---
+# One worker: conversation memory lives in the worker process, and a second
+# worker would split conversations (and take RAM the model needs).
+workers = _env("WORKERS", default=1, cast=int)
+# gevent: a stream waiting on the model costs a greenlet, not a thread.
+worker_class = "gevent"
+# Open connections per worker, including idle streams waiting on a slow first
+# token; hundreds to a few thousand.
+worker_connections = _env("WORKER_CONNECTIONS", default=1000, cast=int)
+# Heartbeat: a worker silent this long is killed. gevent workers send it from
+# their own greenlet, so long streams are fine; only a blocked loop trips it.
+timeout = 30
+# Seconds in-flight requests (streams too) get to finish on stop or reload.
+graceful_timeout = _env("GRACEFUL_TIMEOUT", default=30, cast=int)
+# Seconds an idle keep-alive client connection stays open; 2-75.
+keepalive = 5
+# Workers must boot after gevent patched the standard library; never preload.
+preload_app = False
+# gunicorn 27's runtime control socket: unused by piagent, and it would write a
+# socket into the working directory.
+control_socket_disable = True
+
+# --- Security ---
+# Longest request line and header sizes, gunicorn's defaults made explicit.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# --- Logging ---
+# Access and error logs to stdout/stderr, for journald or a terminal.
+accesslog = "-"
+errorlog = "-"
+loglevel = _env("LOG_LEVEL", default="info")
+
+
+def on_starting(server):
+    """Warn when several workers would each keep their own conversations."""
+    if workers > 1 and _env("ENABLE_MEMORY", default=True, cast=bool):
+        server.log.warning(
+            "WORKERS=%d with the in-process memory store: each worker keeps its own "
+            "conversations, so a conversation's turns land in different workers. "
+            "Use WORKERS=1, or ENABLE_MEMORY=false.",
+            workers,
+        )

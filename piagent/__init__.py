@@ -1,0 +1,111 @@
+"""piagent: a small HTTP agent server in front of a local Ollama."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from piagent.agents import Agent, load_agents
+from piagent.blueprints.agents import bp as agents_bp
+from piagent.blueprints.chat import bp as chat_bp
+from piagent.blueprints.health import bp as health_bp
+from piagent.chat import ChatService
+from piagent.errors import register_error_handlers
+from piagent.memory import LocalMemoryStore
+from piagent.providers import OllamaProvider, Provider
+from piagent.schemas import ChatRequestSchema
+from piagent.settings import Settings
+
+__version__ = "0.4.0"
+
+log = logging.getLogger("piagent")
+
+
+@dataclass(frozen=True)
+class Services:
+    """What views reach via app.extensions["piagent"]; lives as long as the worker."""
+
+    settings: Settings
+    chat: ChatService
+    chat_schema: ChatRequestSchema
+    provider: Provider
+    memory: Any
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from settings (read from the environment when not given)."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings)
+    agent_table = load_agents(settings)
+    provider = build_provider(settings)
+    memory = (
+        LocalMemoryStore(
+            max_turns=settings.memory_max_turns,
+            ttl_seconds=settings.memory_ttl_seconds,
+            max_conversations=settings.memory_max_conversations,
+        )
+        if settings.enable_memory
+        else None
+    )
+    app = Flask(__name__)
+    # One byte over the limit, so read_json_object can see a chunked body is too
+    # large; at the limit exactly, werkzeug would silently truncate it.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["piagent"] = Services(
+        settings=settings,
+        chat=ChatService(settings, agent_table, provider, memory),
+        chat_schema=ChatRequestSchema(max_message_chars=settings.max_message_chars),
+        provider=provider,
+        memory=memory,
+    )
+    for blueprint in (health_bp, agents_bp, chat_bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    _probe_in_background(provider, agent_table)
+    return app
+
+
+def build_provider(settings: Settings) -> Provider:
+    return OllamaProvider(
+        settings.ollama_host,
+        timeout=settings.ollama_timeout,
+        connect_timeout=settings.ollama_connect_timeout,
+        keep_alive=settings.ollama_keep_alive,
+        options={
+            "temperature": settings.temperature,
+            "num_ctx": settings.ctx_tokens,
+            "num_predict": settings.max_tokens,
+        },
+    )
+
+
+def _configure_logging(settings: Settings) -> None:
+    """Log through gunicorn's handlers when under gunicorn, else to stderr."""
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    if gunicorn_log.handlers:
+        log.handlers = list(gunicorn_log.handlers)
+        log.propagate = False
+    elif not log.handlers and not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(settings.log_level.upper())
+
+
+def _probe_in_background(provider: Provider, agent_table: dict[str, Agent]) -> None:
+    """Warn once at start-up when Ollama is down or a model is missing.
+
+    In a thread (a greenlet under gevent) so a slow host never delays start-up;
+    piagent still starts, and /chat answers 502 with the same guidance.
+    """
+    models = sorted({agent.model for agent in agent_table.values()})
+
+    def probe() -> None:
+        for problem in provider.probe(models):
+            log.warning(problem)
+
+    threading.Thread(target=probe, name="ollama-probe", daemon=True).start()

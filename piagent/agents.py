@@ -1,0 +1,101 @@
+"""Agents: a name, a system prompt and an optional model, read from prompt files."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from piagent.settings import Settings, SettingsError
+
+AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+BUILTIN_DIR = Path(__file__).with_name("prompts")
+SUFFIX = ".md"
+HEADER_KEYS = ("model",)
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    system_prompt: str
+    model: str
+
+
+def is_agent_name(name: str) -> bool:
+    """Names double as file names, so only a safe pattern may reach the disk."""
+    return AGENT_NAME.fullmatch(name) is not None
+
+
+def _agent_files(directory: Path) -> dict[str, Path]:
+    return {
+        path.name[: -len(SUFFIX)]: path
+        for path in sorted(directory.glob("*" + SUFFIX))
+        if path.is_file() and is_agent_name(path.name[: -len(SUFFIX)])
+    }
+
+
+def _directories(agents_dir: str) -> list[Path]:
+    directories = [BUILTIN_DIR]
+    if agents_dir:
+        path = Path(agents_dir).expanduser()
+        if not path.is_dir():
+            raise SettingsError(f"AGENTS_DIR={agents_dir!r}: expected a directory")
+        directories.append(path)
+    return directories
+
+
+def discover_agent_names(agents_dir: str) -> list[str]:
+    """Names of every agent, built-in and user, later directories overriding."""
+    names: dict[str, None] = {}
+    for directory in _directories(agents_dir):
+        names.update(dict.fromkeys(_agent_files(directory)))
+    return sorted(names)
+
+
+def parse_agent_file(text: str, source: str) -> tuple[dict[str, str], str]:
+    """Split an optional `---` header of `key: value` lines from the prompt.
+
+    A header lets one file carry its model, so an agent is copied as one file.
+    """
+    header: dict[str, str] = {}
+    if text.startswith("---\n"):
+        end = text.find("\n---\n", 3)
+        if end < 0:
+            raise SettingsError(f"{source}: header opened with --- is never closed")
+        for line in text[4:end].splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            key, sep, value = line.partition(":")
+            key = key.strip().lower()
+            if not sep or key not in HEADER_KEYS:
+                raise SettingsError(
+                    f"{source}: header line {line!r}: expected one of "
+                    f"{', '.join(k + ': ...' for k in HEADER_KEYS)}"
+                )
+            header[key] = value.strip()
+        text = text[end + 5 :]
+    prompt = text.strip()
+    if not prompt:
+        raise SettingsError(f"{source}: the system prompt is empty")
+    return header, prompt
+
+
+def load_agents(settings: Settings) -> dict[str, Agent]:
+    """Read every agent once at start-up; a broken file stops start-up by name."""
+    files: dict[str, Path] = {}
+    for directory in _directories(settings.agents_dir):
+        files.update(_agent_files(directory))
+    agents = {}
+    for name, path in sorted(files.items()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{path}: cannot read agent file ({exc})") from None
+        header, prompt = parse_agent_file(text, str(path))
+        model = (
+            header.get("model")
+            or settings.agent_models.get(name)
+            or settings.ollama_model_general
+        )
+        agents[name] = Agent(name=name, system_prompt=prompt, model=model)
+    return agents

@@ -1,0 +1,1 @@
+"""HTTP only: parse, validate, call the chat service, shape the response."""

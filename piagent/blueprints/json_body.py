@@ -1,0 +1,33 @@
+"""Reading a request body as one bounded JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+
+from piagent.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+
+def read_json_object(limit: int) -> dict[str, Any]:
+    """The body as a dict, or the 4xx that says what is wrong with it.
+
+    The limit is enforced on the bytes read, not only on Content-Length: a
+    chunked body has none, and Flask would silently cut it short instead.
+    """
+    too_large = PayloadTooLarge(f"request body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object")
+    return payload

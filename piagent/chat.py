@@ -1,0 +1,135 @@
+"""The chat service: the one place that composes agent, memory and provider."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from piagent.agents import Agent
+from piagent.errors import ProviderError, invalid_field
+from piagent.memory import MemoryStore, Message
+from piagent.providers import Provider, Reply, TokenStream
+from piagent.settings import Settings
+
+log = logging.getLogger("piagent")
+
+# Tokens are estimated from UTF-8 bytes at 3 per token, plus a few per message for
+# the chat template's role markers: real tokenizers average about 4 characters
+# per token in English, so this errs on the side of sending less history.
+BYTES_PER_TOKEN = 3
+TOKENS_PER_MESSAGE = 4
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE
+
+
+def build_messages(
+    system_prompt: str, history: Sequence[Message], message: str, budget_tokens: int
+) -> list[dict[str, str]]:
+    """System prompt, as much recent history as fits the budget, then the message.
+
+    History goes oldest first, so trimming drops the oldest; a window that would
+    open with an assistant message drops that too.
+    """
+    used = estimate_tokens(system_prompt) + estimate_tokens(message)
+    start = len(history)
+    while start > 0:
+        cost = estimate_tokens(history[start - 1].content)
+        if used + cost > budget_tokens:
+            break
+        used += cost
+        start -= 1
+    if start < len(history) and history[start].role == "assistant":
+        start += 1
+    return [
+        {"role": "system", "content": system_prompt},
+        *({"role": m.role, "content": m.content} for m in history[start:]),
+        {"role": "user", "content": message},
+    ]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One validated request, ready for the model."""
+
+    conversation_id: str
+    agent: Agent
+    message: str
+    messages: list[dict[str, str]]
+
+
+class ChatService:
+    def __init__(
+        self,
+        settings: Settings,
+        agents: Mapping[str, Agent],
+        provider: Provider,
+        memory: MemoryStore | None,
+    ) -> None:
+        self._agents = dict(agents)
+        self._provider = provider
+        self._memory = memory if settings.enable_memory else None
+        self._budget = settings.ctx_tokens - settings.max_tokens
+        self.provider_name = provider.name
+
+    def agent_names(self) -> list[str]:
+        return sorted(self._agents)
+
+    def start(self, message: str, agent_name: str, conversation_id: str | None) -> Turn:
+        """Resolve the agent and the conversation; nothing is stored yet."""
+        agent = self._agents.get(agent_name)
+        if agent is None:
+            known = ", ".join(self.agent_names())
+            raise invalid_field(
+                "agent", f"unknown agent {agent_name!r}; known agents: {known}"
+            )
+        conversation_id = conversation_id or str(uuid.uuid4())
+        history = self._memory.history(conversation_id) if self._memory else []
+        messages = build_messages(agent.system_prompt, history, message, self._budget)
+        return Turn(conversation_id, agent, message, messages)
+
+    def reply(self, turn: Turn) -> Reply:
+        """The whole reply; a failure anywhere raises and records nothing, since
+        the caller receives an error instead of text."""
+        reply = self._provider.complete(turn.agent.model, turn.messages)
+        self._record(turn, reply.text)
+        return reply
+
+    def stream(self, turn: Turn) -> Iterator[str]:
+        """A primed stream: failures before the first token raise here."""
+        upstream = self._provider.stream(turn.agent.model, turn.messages)
+        return self._relay(turn, upstream)
+
+    def _relay(self, turn: Turn, upstream: TokenStream) -> Iterator[str]:
+        # A token counts as seen once the server asks for the next one, i.e.
+        # after writing it; a client that left is noticed at that write.
+        seen: list[str] = []
+        try:
+            for token in upstream:
+                yield token
+                seen.append(token)
+        except GeneratorExit:
+            log.info(
+                "client left conversation %s after %d chars; upstream closed",
+                turn.conversation_id,
+                sum(map(len, seen)),
+            )
+            raise
+        except ProviderError as exc:
+            log.warning(
+                "stream of conversation %s cut after %d chars: %s",
+                turn.conversation_id,
+                sum(map(len, seen)),
+                exc.detail,
+            )
+            raise
+        finally:
+            upstream.close()
+            self._record(turn, "".join(seen))
+
+    def _record(self, turn: Turn, reply: str) -> None:
+        if self._memory is not None and reply:
+            self._memory.append_exchange(turn.conversation_id, turn.message, reply)

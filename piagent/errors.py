@@ -1,0 +1,119 @@
+"""Every error piagent answers with, and the one place each becomes a status and JSON.
+
+PiagentError                       500  (never raised as such)
+ ├── RequestError                        the caller can fix it
+ │    ├── BadRequest                400  body is not a JSON object
+ │    ├── PayloadTooLarge           413  body over MAX_BODY_BYTES
+ │    ├── UnsupportedMediaType      415  not application/json
+ │    └── InvalidFields             422  [{"loc": [...], "msg": ...}, ...]
+ └── ProviderError                       the model server let us down
+      ├── ProviderUnreachable       502  connection refused / failed
+      ├── ModelMissing              502  model not pulled
+      ├── ProviderFailed            502  an error status, error line, bad line
+      ├── ProviderBusy              503  the model server's queue is full
+      ├── ProviderTimeout           504  no byte within OLLAMA_TIMEOUT
+      └── StreamBroken              502  failed after the first token
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("piagent")
+
+
+class PiagentError(Exception):
+    status = 500
+    headers: dict[str, str] = {}
+
+    def __init__(self, detail: Any) -> None:
+        super().__init__(detail if isinstance(detail, str) else repr(detail))
+        self.detail = detail
+
+
+class RequestError(PiagentError):
+    status = 400
+
+
+class BadRequest(RequestError):
+    status = 400
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
+class InvalidFields(RequestError):
+    """Detail is a list of {"loc", "msg"}, the shape the predecessor's clients parse."""
+
+    status = 422
+
+
+class ProviderError(PiagentError):
+    status = 502
+
+
+class ProviderUnreachable(ProviderError):
+    pass
+
+
+class ModelMissing(ProviderError):
+    pass
+
+
+class ProviderFailed(ProviderError):
+    pass
+
+
+class ProviderBusy(ProviderError):
+    status = 503
+    headers = {"Retry-After": "5"}
+
+
+class ProviderTimeout(ProviderError):
+    status = 504
+
+
+class StreamBroken(ProviderError):
+    """Raised after the 200 went out: the response can only be cut short."""
+
+
+def invalid_field(field_name: str, message: str) -> InvalidFields:
+    return InvalidFields([{"loc": ["body", field_name], "msg": message}])
+
+
+def error_response(status: int, detail: Any, headers: dict | None = None) -> Response:
+    response = jsonify(detail=detail)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _piagent_error(exc: PiagentError) -> Response:
+    if isinstance(exc, ProviderError):
+        log.warning("%s: %s", type(exc).__name__, exc.detail)
+    return error_response(exc.status, exc.detail, exc.headers)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    headers = {key: value for key, value in exc.get_headers() if key.lower() == "allow"}
+    return error_response(exc.code or 500, exc.description, headers)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("unexpected error")
+    return error_response(500, "internal server error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(PiagentError, _piagent_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)

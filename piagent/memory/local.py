@@ -1,0 +1,90 @@
+"""The in-process store: an LRU-ordered dict of bounded deques behind one lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from piagent.memory.base import Message
+
+
+class _Conversation:
+    __slots__ = ("messages", "touched")
+
+    def __init__(self, max_turns: int, now: float) -> None:
+        self.messages: deque[Message] = deque(maxlen=max_turns)
+        self.touched = now
+
+
+class LocalMemoryStore:
+    """Lives as long as the worker process; every operation is O(1) amortised.
+
+    The dict is kept in least-recently-used order, which is also idle order, so
+    expiry only ever looks at the front instead of scanning every conversation.
+    Under gevent the lock is patched into a greenlet lock; nothing inside it
+    blocks, so it is never held across a switch.
+    """
+
+    def __init__(
+        self,
+        max_turns: int,
+        ttl_seconds: float,
+        max_conversations: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_turns = max_turns
+        self._ttl = ttl_seconds
+        self._max_conversations = max_conversations
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
+
+    def history(self, conversation_id: str) -> list[Message]:
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            conversation = self._conversations.get(conversation_id)
+            if conversation is None:
+                return []
+            self._touch(conversation_id, conversation, now)
+            messages = list(conversation.messages)
+        if messages and messages[0].role == "assistant":
+            del messages[0]
+        return messages
+
+    def append_exchange(self, conversation_id: str, user: str, assistant: str) -> None:
+        if self._max_turns == 0:
+            return
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            conversation = self._conversations.get(conversation_id)
+            if conversation is None:
+                conversation = _Conversation(self._max_turns, now)
+                self._conversations[conversation_id] = conversation
+                while len(self._conversations) > self._max_conversations:
+                    self._conversations.popitem(last=False)
+            self._touch(conversation_id, conversation, now)
+            conversation.messages.append(Message("user", user))
+            conversation.messages.append(Message("assistant", assistant))
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._conversations)
+
+    def _touch(
+        self, conversation_id: str, conversation: _Conversation, now: float
+    ) -> None:
+        conversation.touched = now
+        self._conversations.move_to_end(conversation_id)
+
+    def _expire(self, now: float) -> None:
+        conversations = self._conversations
+        while conversations:
+            oldest = next(iter(conversations.values()))
+            if now - oldest.touched < self._ttl:
+                return
+            conversations.popitem(last=False)

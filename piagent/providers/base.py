@@ -1,0 +1,59 @@
+"""The provider protocol: a whole reply, or a primed stream of text chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The model server's own counts, from its final line."""
+
+    prompt_tokens: int | None = None
+    reply_tokens: int | None = None
+    done_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    model: str
+    usage: Usage
+
+
+class TokenStream(Protocol):
+    """Text chunks in the order the model produced them.
+
+    A provider returns one only after the first chunk arrived (or the reply
+    turned out to be empty), so every failure before it is raised by `stream()`
+    itself and can still become a proper status. Iterating may raise
+    `StreamBroken`. `close()` releases the upstream connection at once, which
+    is how the model server learns that nobody is listening any more.
+    """
+
+    model: str
+    usage: Usage | None
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
+
+
+class Provider(Protocol):
+    """A model server. Knows nothing of HTTP clients of piagent or of memory."""
+
+    name: str
+
+    def stream(self, model: str, messages: Sequence[dict[str, str]]) -> TokenStream:
+        """Start a generation; raise a ProviderError if it fails before any text."""
+        ...
+
+    def complete(self, model: str, messages: Sequence[dict[str, str]]) -> Reply:
+        """The whole reply; a failure at any point raises a ProviderError."""
+        ...
+
+    def probe(self, models: Sequence[str]) -> list[str]:
+        """Problems worth a start-up warning (down, models not pulled); [] if none."""
+        ...

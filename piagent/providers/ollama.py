@@ -1,0 +1,302 @@
+"""Ollama's /api/chat over one pooled requests.Session, read as NDJSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError
+from urllib3.exceptions import ReadTimeoutError
+
+from piagent.errors import (
+    ModelMissing,
+    PiagentError,
+    ProviderBusy,
+    ProviderError,
+    ProviderFailed,
+    ProviderTimeout,
+    ProviderUnreachable,
+    StreamBroken,
+)
+from piagent.providers.base import Reply, Usage
+
+log = logging.getLogger("piagent")
+
+# Idle connections kept per worker. It only has to cover the streams one gevent
+# worker can hold at once (worker_connections), or urllib3 discards connections
+# and warns "pool is full".
+POOL_SIZE = 1024
+ERROR_BODY_LIMIT = 8192
+
+
+def keep_alive_value(setting: str) -> int | str:
+    """Ollama reads a bare number as seconds but a string only as a Go duration."""
+    return int(setting) if setting.lstrip("-").isdigit() else setting
+
+
+class OllamaProvider:
+    name = "ollama"
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        keep_alive: str,
+        options: dict[str, Any],
+    ) -> None:
+        self.host = host.rstrip("/")
+        self._timeouts = (connect_timeout, timeout)
+        self._read_timeout = timeout
+        self._payload = {
+            "stream": True,
+            "options": options,
+            "keep_alive": keep_alive_value(keep_alive),
+        }
+        session = requests.Session()
+        # No proxies or .netrc for a loopback peer, and no per-request env lookups.
+        session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._session = session
+        self._json_headers = {"Content-Type": "application/json"}
+
+    def stream(self, model: str, messages: Sequence[dict[str, str]]) -> OllamaStream:
+        body = json.dumps({"model": model, "messages": list(messages), **self._payload})
+        with self.translate_errors():
+            response = self._session.post(
+                self.host + "/api/chat",
+                data=body.encode(),
+                headers=self._json_headers,
+                stream=True,
+                timeout=self._timeouts,
+            )
+        if response.status_code != 200:
+            raise self._status_error(response, model)
+        stream = OllamaStream(self, response, model)
+        stream.prime()
+        return stream
+
+    def complete(self, model: str, messages: Sequence[dict[str, str]]) -> Reply:
+        stream = self.stream(model, messages)
+        try:
+            text = "".join(stream)
+        finally:
+            stream.close()
+        return Reply(text=text, model=model, usage=stream.usage or Usage())
+
+    def probe(self, models: Sequence[str]) -> list[str]:
+        try:
+            with self.translate_errors():
+                response = self._session.get(
+                    self.host + "/api/tags", timeout=(self._timeouts[0], 5.0)
+                )
+            response.close()
+            if response.status_code != 200:
+                raise ProviderFailed(f"GET /api/tags answered {response.status_code}")
+            listed = response.json().get("models", [])
+            pulled = {m.get("name") for m in listed if isinstance(m, dict)}
+        except ProviderError as exc:
+            return [f"{exc.detail} /chat answers 502 until this is fixed."]
+        except (ValueError, AttributeError) as exc:
+            return [f"Ollama at {self.host} sent an unexpected model list: {exc}"]
+        return [
+            f"model {model!r} is not pulled in Ollama at {self.host}: "
+            f"run `ollama pull {model}`"
+            for model in sorted(set(models))
+            if model not in pulled and f"{model}:latest" not in pulled
+        ]
+
+    @contextmanager
+    def translate_errors(self, stream: OllamaStream | None = None) -> Iterator[None]:
+        """Turn requests' exceptions into provider errors, at the one boundary.
+
+        ConnectTimeout is both a ConnectionError and a Timeout, and a read
+        timeout while streaming arrives as a ConnectionError wrapping urllib3's
+        ReadTimeoutError, so the order of these clauses matters. Once `stream`
+        has handed out text, every failure is a StreamBroken.
+        """
+        try:
+            yield
+        except PiagentError:
+            raise
+        except requests.ConnectTimeout as exc:
+            raise self._unreachable("connection timed out") from exc
+        except (
+            requests.ReadTimeout,
+            requests.ConnectionError,
+            ChunkedEncodingError,
+        ) as exc:
+            if isinstance(exc, requests.ReadTimeout) or _wraps_read_timeout(exc):
+                raise self._timeout(_started(stream)) from exc
+            if _started(stream):
+                raise StreamBroken(f"Ollama at {self.host} dropped the stream") from exc
+            if isinstance(exc, ChunkedEncodingError):
+                raise ProviderFailed(
+                    f"Ollama at {self.host} cut its reply short"
+                ) from exc
+            raise self._unreachable(_reason(exc)) from exc
+        except requests.RequestException as exc:
+            error = StreamBroken if _started(stream) else ProviderFailed
+            raise error(f"bad response from Ollama at {self.host}: {exc}") from exc
+
+    def _unreachable(self, reason: str) -> ProviderUnreachable:
+        return ProviderUnreachable(
+            f"Ollama unreachable at {self.host} ({reason}); is it running? "
+            "Start it with `ollama serve` or `systemctl start ollama`."
+        )
+
+    def _timeout(self, started: bool) -> ProviderError:
+        seconds = f"{self._read_timeout:g}"
+        if started:
+            return StreamBroken(f"Ollama sent nothing for {seconds} s mid-reply")
+        return ProviderTimeout(
+            f"no reply from Ollama within OLLAMA_TIMEOUT={seconds} s; the model may "
+            "still be loading: try again, or raise OLLAMA_TIMEOUT"
+        )
+
+    def _status_error(self, response: requests.Response, model: str) -> ProviderError:
+        try:
+            with self.translate_errors():
+                raw = next(response.iter_content(ERROR_BODY_LIMIT), b"")
+        except ProviderError:
+            raw = b""
+        finally:
+            response.close()
+        message = _error_message(raw) or f"HTTP {response.status_code}"
+        if response.status_code == 404:
+            return ModelMissing(
+                f"model {model!r} is not available in Ollama at {self.host} "
+                f"({message}); run `ollama pull {model}`"
+            )
+        if response.status_code == 503:
+            return ProviderBusy(f"Ollama is busy: {message}")
+        return ProviderFailed(f"Ollama failed (HTTP {response.status_code}): {message}")
+
+
+class OllamaStream:
+    """One /api/chat response, yielding `message.content` of each NDJSON line."""
+
+    def __init__(
+        self, provider: OllamaProvider, response: requests.Response, model: str
+    ):
+        self.model = model
+        self.usage: Usage | None = None
+        self._provider = provider
+        self._response = response
+        self.started = False
+        self._first: str | None = None
+        self._tokens = self._read_tokens()
+
+    def prime(self) -> None:
+        """Wait for the first text so failures before it still get their status."""
+        try:
+            self._first = next(self._tokens, None)
+        except BaseException:
+            self.close()
+            raise
+        self.started = True
+
+    def __iter__(self) -> Iterator[str]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._tokens
+
+    def close(self) -> None:
+        self._tokens.close()
+        self._response.close()
+
+    def _read_tokens(self) -> Iterator[str]:
+        done = False
+        with self._provider.translate_errors(self):
+            for line in _split_lines(self._response.iter_content(chunk_size=None)):
+                if done:
+                    continue
+                content, done = self._parse(line)
+                if content:
+                    yield content
+        if not done:
+            raise self._failure("Ollama ended the reply without its final line")
+
+    def _parse(self, line: bytes) -> tuple[str, bool]:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            item = None
+        if not isinstance(item, dict):
+            raise self._failure(f"malformed line from Ollama: {line[:200]!r}")
+        if "error" in item:
+            raise self._failure(f"Ollama error: {item['error']}")
+        message = item.get("message")
+        content = message.get("content", "") if isinstance(message, dict) else ""
+        if not isinstance(content, str):
+            raise self._failure(f"malformed line from Ollama: {line[:200]!r}")
+        if item.get("done") is True:
+            self.usage = Usage(
+                prompt_tokens=item.get("prompt_eval_count"),
+                reply_tokens=item.get("eval_count"),
+                done_reason=item.get("done_reason"),
+            )
+            return content, True
+        return content, False
+
+    def _failure(self, message: str) -> ProviderError:
+        return StreamBroken(message) if self.started else ProviderFailed(message)
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """NDJSON lines as soon as each is complete; Ollama sends one per chunk.
+
+    requests' iter_lines can hold a finished line back until more bytes
+    arrive (psf/requests#2433), which would batch tokens.
+    """
+    pending = b""
+    for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+            pending = b""
+        if chunk.endswith(b"\n") and chunk.count(b"\n") == 1:
+            if chunk.strip():
+                yield chunk
+            continue
+        *lines, pending = chunk.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+def _started(stream: OllamaStream | None) -> bool:
+    return stream is not None and stream.started
+
+
+def _wraps_read_timeout(exc: BaseException) -> bool:
+    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "connection refused"
+    if "RemoteDisconnected" in text or "closed connection" in text:
+        return "it closed the connection without answering"
+    return "connection failed"
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace").strip()[:300]
+    if isinstance(item, dict) and isinstance(item.get("error"), str):
+        return item["error"]
+    return raw.decode("utf-8", "replace").strip()[:300]

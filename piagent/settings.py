@@ -1,0 +1,229 @@
+"""The one typed, immutable settings object, read once from the environment and .env."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from decouple import Config, RepositoryEmpty, RepositoryEnv
+
+PROVIDERS = ("ollama",)
+KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+
+
+class SettingsError(ValueError):
+    """A setting has a value piagent cannot run with; the message is one line."""
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything piagent can be configured with; each field is one variable."""
+
+    provider: str = _help("Model server kind; only `ollama` for now.", "ollama")
+    ollama_host: str = _help("Base URL of Ollama.", "http://127.0.0.1:11434")
+    ollama_model_general: str = _help(
+        "Model for agents that name none and have no OLLAMA_MODEL_<AGENT>.",
+        "qwen2.5:3b-instruct",
+    )
+    ollama_timeout: float = _help(
+        "Seconds to wait for Ollama's first byte and between bytes; a cold Pi must "
+        "load the model first, and giving up aborts the load.",
+        300.0,
+    )
+    ollama_connect_timeout: float = _help(
+        "Seconds to wait for a TCP connection to Ollama; keeps 'Ollama is down' fast.",
+        3.0,
+    )
+    ollama_keep_alive: str = _help(
+        "How long Ollama keeps the model loaded after a request (`5m`, `1h`, `-1`).",
+        "5m",
+    )
+    ctx_tokens: int = _help("Context window asked of the model (num_ctx).", 2048)
+    max_tokens: int = _help("Most tokens in one reply (num_predict).", 200)
+    temperature: float = _help("Sampling temperature, 0 to 2.", 0.7)
+    enable_memory: bool = _help("Keep recent turns per conversation id.", True)
+    memory_max_turns: int = _help(
+        "Stored messages (user or assistant) per conversation.", 8
+    )
+    memory_ttl_min: float = _help("Minutes after which an idle conversation ends.", 60)
+    memory_max_conversations: int = _help(
+        "Conversations kept; the least recently used goes first.", 500
+    )
+    agents_dir: str = _help(
+        "Directory of extra agents (`<name>.md`), adding to or overriding built-ins.",
+        "",
+    )
+    agent_models: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={"help": "Per-agent models from OLLAMA_MODEL_<AGENT> (from_env)."},
+    )
+    max_body_bytes: int = _help("Largest accepted request body in bytes.", 65536)
+    max_message_chars: int = _help("Longest accepted message in characters.", 4000)
+    log_level: str = _help("Log level of piagent's own logger.", "info")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "agent_models", MappingProxyType(dict(self.agent_models))
+        )
+        for check in _CHECKS:
+            check(self)
+
+    @property
+    def memory_ttl_seconds(self) -> float:
+        return self.memory_ttl_min * 60
+
+    @classmethod
+    def from_env(
+        cls, config: Config | None = None, agent_names: Iterable[str] | None = None
+    ) -> Settings:
+        """Read every variable once; `.env` in the working directory fills gaps.
+
+        Per-agent model variables are looked up for the agents that exist, so a
+        misspelt OLLAMA_MODEL_<AGENT> cannot silently apply to nothing else.
+        """
+        if config is None:
+            repo = (
+                RepositoryEnv(".env") if os.path.isfile(".env") else RepositoryEmpty()
+            )
+            config = Config(repo)
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name == "agent_models":
+                continue
+            raw = config(spec.name.upper(), default=None)
+            if raw is not None:
+                values[spec.name] = _parse(spec.name.upper(), raw, spec.type)
+        if agent_names is None:
+            from piagent.agents import discover_agent_names
+
+            agent_names = discover_agent_names(values.get("agents_dir", ""))
+        models = {}
+        for name in agent_names:
+            variable = agent_model_variable(name)
+            model = config(variable, default="").strip()
+            if model:
+                models[name] = model
+        values["agent_models"] = models
+        return cls(**values)
+
+
+def agent_model_variable(agent: str) -> str:
+    """OLLAMA_MODEL_<AGENT>: upper case, with `-` as `_` so shells accept it."""
+    return "OLLAMA_MODEL_" + agent.upper().replace("-", "_")
+
+
+def _parse(variable: str, raw: str, kind: str) -> Any:
+    raw = raw.strip()
+    if kind == "bool":
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{variable}={raw!r}: expected true or false")
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{variable}={raw!r}: expected an integer") from None
+    if kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{variable}={raw!r}: expected a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SettingsError(f"{variable}={raw!r}: expected a finite number")
+        return value
+    return raw
+
+
+def _require(condition: bool, variable: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise SettingsError(f"{variable}={value!r}: expected {expected}")
+
+
+def _check_numbers(s: Settings) -> None:
+    _require(0 <= s.temperature <= 2, "TEMPERATURE", s.temperature, "0 to 2")
+    _require(s.ctx_tokens >= 256, "CTX_TOKENS", s.ctx_tokens, "an integer >= 256")
+    _require(
+        1 <= s.max_tokens < s.ctx_tokens,
+        "MAX_TOKENS",
+        s.max_tokens,
+        f"an integer from 1 to CTX_TOKENS-1 ({s.ctx_tokens - 1})",
+    )
+    _require(s.ollama_timeout > 0, "OLLAMA_TIMEOUT", s.ollama_timeout, "seconds > 0")
+    _require(
+        s.ollama_connect_timeout > 0,
+        "OLLAMA_CONNECT_TIMEOUT",
+        s.ollama_connect_timeout,
+        "seconds > 0",
+    )
+    _require(
+        s.memory_max_turns >= 0,
+        "MEMORY_MAX_TURNS",
+        s.memory_max_turns,
+        "an integer >= 0",
+    )
+    _require(s.memory_ttl_min > 0, "MEMORY_TTL_MIN", s.memory_ttl_min, "minutes > 0")
+    _require(
+        s.memory_max_conversations >= 1,
+        "MEMORY_MAX_CONVERSATIONS",
+        s.memory_max_conversations,
+        "an integer >= 1",
+    )
+    _require(
+        s.max_body_bytes >= 1024, "MAX_BODY_BYTES", s.max_body_bytes, "bytes >= 1024"
+    )
+    _require(
+        s.max_message_chars >= 1,
+        "MAX_MESSAGE_CHARS",
+        s.max_message_chars,
+        "an integer >= 1",
+    )
+
+
+def _check_text(s: Settings) -> None:
+    _require(s.provider in PROVIDERS, "PROVIDER", s.provider, f"one of {PROVIDERS}")
+    parts = urlsplit(s.ollama_host)
+    _require(
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and " " not in s.ollama_host,
+        "OLLAMA_HOST",
+        s.ollama_host,
+        "an http(s) URL such as http://127.0.0.1:11434",
+    )
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        _require(False, "OLLAMA_HOST", s.ollama_host, "a URL with a valid port")
+    _require(
+        bool(s.ollama_model_general.strip()),
+        "OLLAMA_MODEL_GENERAL",
+        s.ollama_model_general,
+        "a model name such as qwen2.5:3b-instruct",
+    )
+    _require(
+        KEEP_ALIVE_PATTERN.fullmatch(s.ollama_keep_alive) is not None,
+        "OLLAMA_KEEP_ALIVE",
+        s.ollama_keep_alive,
+        "seconds or a duration such as 5m, 1h or -1 (forever)",
+    )
+    _require(
+        s.log_level.lower() in ("debug", "info", "warning", "error"),
+        "LOG_LEVEL",
+        s.log_level,
+        "debug, info, warning or error",
+    )
+
+
+_CHECKS: tuple[Callable[[Settings], None], ...] = (_check_numbers, _check_text)

@@ -1,0 +1,71 @@
+"""Fixtures: a fake Ollama in this process, and real gunicorn servers in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_ollama import FakeOllama
+from tests.server import Server
+
+# Short so the timeout tests are quick; the default is sized for a cold Pi.
+TEST_TIMEOUT = "1.5"
+
+
+@pytest.fixture(scope="session")
+def fake_ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as fake:
+        yield fake
+
+
+@pytest.fixture
+def ollama(fake_ollama: FakeOllama) -> Iterator[FakeOllama]:
+    """The shared fake, reset before and after each test that changes it."""
+    fake_ollama.reset()
+    yield fake_ollama
+    fake_ollama.reset()
+
+
+@pytest.fixture(scope="session")
+def start_server(
+    fake_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Server]]:
+    """Ready servers by configuration, started once per session and shared."""
+    servers: dict[tuple, Server] = {}
+
+    def start(**env: str) -> Server:
+        settings = {"OLLAMA_HOST": fake_ollama.url, "OLLAMA_TIMEOUT": TEST_TIMEOUT}
+        settings.update(env)
+        key = tuple(sorted(settings.items()))
+        if key not in servers:
+            server = Server(tmp_path_factory.mktemp("server"), settings)
+            servers[key] = server.wait_ready()
+        return servers[key]
+
+    yield start
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """A server of this test's own, with exactly the environment given."""
+    launched: list[Server] = []
+
+    def launch_one(
+        env: dict[str, str], workdir: Path | None = None, bind: bool = True
+    ) -> Server:
+        server = Server(workdir or tmp_path, env, bind=bind)
+        launched.append(server)
+        return server
+
+    yield launch_one
+    for server in launched:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server], ollama: FakeOllama) -> Server:
+    return start_server()

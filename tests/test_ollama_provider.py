@@ -1,0 +1,198 @@
+"""The Ollama provider's request shape, NDJSON parsing and error mapping (no socket)."""
+
+import json
+
+import pytest
+import requests
+import responses
+
+from piagent.errors import (
+    ModelMissing,
+    ProviderBusy,
+    ProviderFailed,
+    ProviderTimeout,
+    ProviderUnreachable,
+    StreamBroken,
+)
+from piagent.providers.ollama import OllamaProvider, _split_lines, keep_alive_value
+
+HOST = "http://ollama.test:11434"
+CHAT = HOST + "/api/chat"
+MODEL = "m:1b"
+MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+
+
+def provider(**overrides) -> OllamaProvider:
+    options = {"temperature": 0.7, "num_ctx": 2048, "num_predict": 200}
+    kwargs = dict(timeout=5.0, connect_timeout=1.0, keep_alive="5m", options=options)
+    kwargs.update(overrides)
+    return OllamaProvider(HOST, **kwargs)
+
+
+def ndjson(*items) -> str:
+    return "".join(json.dumps(item) + "\n" for item in items)
+
+
+def token(text: str) -> dict:
+    return {"model": MODEL, "message": {"role": "assistant", "content": text}}
+
+
+DONE = {
+    "model": MODEL,
+    "message": {"role": "assistant", "content": ""},
+    "done": True,
+    "done_reason": "stop",
+    "prompt_eval_count": 12,
+    "eval_count": 3,
+}
+
+
+@responses.activate
+def test_request_carries_role_messages_options_and_keep_alive():
+    responses.post(CHAT, body=ndjson(token("a"), DONE))
+    provider().complete(MODEL, MESSAGES)
+    sent = json.loads(responses.calls[0].request.body)
+    assert sent == {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "stream": True,
+        "options": {"temperature": 0.7, "num_ctx": 2048, "num_predict": 200},
+        "keep_alive": "5m",
+    }
+
+
+def test_keep_alive_numbers_are_sent_as_seconds():
+    assert keep_alive_value("-1") == -1 and keep_alive_value("300") == 300
+    assert keep_alive_value("1h30m") == "1h30m"
+
+
+@responses.activate
+def test_complete_joins_tokens_byte_exact_and_reads_usage():
+    responses.post(CHAT, body=ndjson(token("Grüß"), token(" 🙂"), token("\n"), DONE))
+    reply = provider().complete(MODEL, MESSAGES)
+    assert reply.text == "Grüß 🙂\n"
+    assert (reply.usage.prompt_tokens, reply.usage.reply_tokens) == (12, 3)
+    assert reply.usage.done_reason == "stop"
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 50, 10_000])
+def test_lines_split_anywhere_are_reassembled(size):
+    body = ndjson(token("a"), token("b"), DONE).encode()
+    chunks = [body[i : i + size] for i in range(0, len(body), size)]
+    lines = list(_split_lines(iter(chunks)))
+    assert [json.loads(line) for line in lines] == [token("a"), token("b"), DONE]
+
+
+@responses.activate
+def test_empty_reply_is_not_an_error():
+    responses.post(CHAT, body=ndjson(DONE))
+    assert provider().complete(MODEL, MESSAGES).text == ""
+
+
+@responses.activate
+def test_model_missing_names_the_model_and_the_pull_command():
+    responses.post(
+        CHAT, status=404, json={"error": f'model "{MODEL}" not found, try pulling it'}
+    )
+    with pytest.raises(ModelMissing) as caught:
+        provider().stream(MODEL, MESSAGES)
+    assert f"ollama pull {MODEL}" in caught.value.detail
+    assert caught.value.status == 502
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "status_out"),
+    [(500, ProviderFailed, 502), (400, ProviderFailed, 502), (503, ProviderBusy, 503)],
+)
+@responses.activate
+def test_error_statuses_carry_ollamas_message(status, error, status_out):
+    responses.post(CHAT, status=status, json={"error": "it broke"})
+    with pytest.raises(error) as caught:
+        provider().stream(MODEL, MESSAGES)
+    assert "it broke" in caught.value.detail
+    assert caught.value.status == status_out
+
+
+@responses.activate
+def test_error_status_with_a_non_json_body_still_maps():
+    responses.post(CHAT, status=500, body="<html>oops</html>")
+    with pytest.raises(ProviderFailed, match="oops"):
+        provider().stream(MODEL, MESSAGES)
+
+
+@pytest.mark.parametrize(
+    ("exc", "error"),
+    [
+        (requests.ConnectTimeout(), ProviderUnreachable),
+        (requests.ConnectionError("Connection refused"), ProviderUnreachable),
+        (requests.ReadTimeout(), ProviderTimeout),
+    ],
+)
+@responses.activate
+def test_connection_failures_map_before_any_text(exc, error):
+    responses.post(CHAT, body=exc)
+    with pytest.raises(error) as caught:
+        provider().stream(MODEL, MESSAGES)
+    assert HOST in caught.value.detail or "OLLAMA_TIMEOUT" in caught.value.detail
+
+
+@responses.activate
+def test_unreachable_message_names_the_host():
+    responses.post(CHAT, body=requests.ConnectionError("Connection refused"))
+    with pytest.raises(ProviderUnreachable, match=f"Ollama unreachable at {HOST}"):
+        provider().stream(MODEL, MESSAGES)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ndjson({"error": "model crashed"}),
+        "{not json\n",
+        ndjson([1, 2]),
+        ndjson({"message": {"content": 5}}),
+    ],
+)
+@responses.activate
+def test_bad_first_line_is_a_failure_before_any_text(body):
+    responses.post(CHAT, body=body)
+    with pytest.raises(ProviderFailed):
+        provider().stream(MODEL, MESSAGES)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [ndjson({"error": "boom"}), "{broken\n", ""],
+    ids=["error-line", "malformed-line", "no-done-line"],
+)
+@responses.activate
+def test_failure_after_first_token_breaks_the_stream(tail):
+    responses.post(CHAT, body=ndjson(token("a"), token("b")) + tail)
+    stream = provider().stream(MODEL, MESSAGES)
+    got = []
+    with pytest.raises(StreamBroken):
+        for piece in stream:
+            got.append(piece)
+    assert got == ["a", "b"]
+
+
+@responses.activate
+def test_complete_fails_whole_when_the_stream_breaks():
+    responses.post(CHAT, body=ndjson(token("a"), {"error": "boom"}))
+    with pytest.raises(StreamBroken, match="boom"):
+        provider().complete(MODEL, MESSAGES)
+
+
+@responses.activate
+def test_probe_reports_missing_models_with_pull_command():
+    responses.get(HOST + "/api/tags", json={"models": [{"name": "have:1b"}]})
+    problems = provider().probe(["have:1b", "want:3b"])
+    assert problems == [
+        f"model 'want:3b' is not pulled in Ollama at {HOST}: run `ollama pull want:3b`"
+    ]
+
+
+@responses.activate
+def test_probe_reports_an_unreachable_host():
+    responses.get(HOST + "/api/tags", body=requests.ConnectionError("refused"))
+    [problem] = provider().probe(["m"])
+    assert f"Ollama unreachable at {HOST}" in problem

@@ -1,0 +1,83 @@
+"""Settings: defaults, parsing from an env file, and one-line errors for bad values."""
+
+from pathlib import Path
+
+import pytest
+from decouple import Config, RepositoryEnv
+
+from piagent.settings import Settings, SettingsError, agent_model_variable
+
+
+def from_file(tmp_path: Path, text: str, agents=("general",)) -> Settings:
+    env = tmp_path / ".env"
+    env.write_text(text)
+    return Settings.from_env(Config(RepositoryEnv(str(env))), agent_names=agents)
+
+
+def test_defaults_are_the_predecessors():
+    s = Settings()
+    assert (s.provider, s.ollama_host) == ("ollama", "http://127.0.0.1:11434")
+    assert s.ollama_model_general == "qwen2.5:3b-instruct"
+    assert (s.ctx_tokens, s.max_tokens, s.temperature) == (2048, 200, 0.7)
+    assert s.enable_memory is True
+    assert (s.memory_max_turns, s.memory_ttl_min, s.memory_max_conversations) == (
+        8,
+        60,
+        500,
+    )
+    assert s.max_body_bytes == 65536
+
+
+def test_env_file_values_are_parsed_to_their_types(tmp_path):
+    s = from_file(
+        tmp_path,
+        "TEMPERATURE=0.2\nCTX_TOKENS=4096\nENABLE_MEMORY=false\n"
+        "OLLAMA_HOST=http://pi.local:11434\nOLLAMA_KEEP_ALIVE=-1\n"
+        "OLLAMA_MODEL_CODER=qwen2.5-coder:1.5b\n",
+        agents=("general", "coder"),
+    )
+    assert s.temperature == 0.2 and s.ctx_tokens == 4096
+    assert s.enable_memory is False
+    assert s.ollama_host == "http://pi.local:11434"
+    assert s.ollama_keep_alive == "-1"
+    assert dict(s.agent_models) == {"coder": "qwen2.5-coder:1.5b"}
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("TEMPERATURE=hot", "TEMPERATURE='hot': expected a number"),
+        ("TEMPERATURE=3", "TEMPERATURE=3.0: expected 0 to 2"),
+        ("MEMORY_MAX_TURNS=-1", "MEMORY_MAX_TURNS=-1: expected an integer >= 0"),
+        ("MEMORY_MAX_TURNS=eight", "MEMORY_MAX_TURNS='eight': expected an integer"),
+        ("OLLAMA_HOST=not a url", "OLLAMA_HOST='not a url': expected an http(s) URL"),
+        ("OLLAMA_HOST=ftp://x", "OLLAMA_HOST='ftp://x': expected an http(s) URL"),
+        ("OLLAMA_HOST=http://x:99999", "OLLAMA_HOST='http://x:99999': expected a URL"),
+        ("ENABLE_MEMORY=maybe", "ENABLE_MEMORY='maybe': expected true or false"),
+        ("MAX_TOKENS=4096", "MAX_TOKENS=4096: expected an integer from 1 to"),
+        ("OLLAMA_TIMEOUT=0", "OLLAMA_TIMEOUT=0.0: expected seconds > 0"),
+        ("OLLAMA_TIMEOUT=nan", "OLLAMA_TIMEOUT='nan': expected a finite number"),
+        ("OLLAMA_KEEP_ALIVE=soon", "OLLAMA_KEEP_ALIVE='soon': expected seconds or"),
+        ("PROVIDER=openai", "PROVIDER='openai': expected one of"),
+        ("MAX_BODY_BYTES=10", "MAX_BODY_BYTES=10: expected bytes >= 1024"),
+        ("LOG_LEVEL=loud", "LOG_LEVEL='loud': expected debug, info"),
+    ],
+)
+def test_bad_value_names_variable_value_and_expectation(tmp_path, line, needle):
+    with pytest.raises(SettingsError) as caught:
+        from_file(tmp_path, line + "\n")
+    message = str(caught.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_settings_are_immutable():
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.temperature = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.agent_models["x"] = "y"  # type: ignore[index]
+
+
+def test_agent_model_variable_is_shell_safe():
+    assert agent_model_variable("home-assistant") == "OLLAMA_MODEL_HOME_ASSISTANT"
