@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from piagent.agents import Agent
-from piagent.errors import ProviderError, invalid_field
+from piagent.errors import ProviderError, StreamAborted, invalid_field
 from piagent.memory import MemoryStore, Message
 from piagent.providers import Provider, Reply, TokenStream
 from piagent.settings import Settings
@@ -125,7 +125,7 @@ class ChatService:
                 sum(map(len, seen)),
                 exc.detail,
             )
-            raise
+            raise StreamAborted(str(exc.detail)) from exc
         finally:
             upstream.close()
             self._record(turn, "".join(seen))

@@ -17,6 +17,7 @@ PiagentError                       500  (never raised as such)
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -84,6 +85,16 @@ class ProviderTimeout(ProviderError):
 
 class StreamBroken(ProviderError):
     """Raised after the 200 went out: the response can only be cut short."""
+
+
+class StreamAborted(ConnectionResetError):
+    """Ends a streamed response without its terminating chunk, so the client sees an
+    incomplete transfer. WSGI has no other way to say so; gunicorn treats a reset
+    as a vanished client and closes the socket without logging a traceback (the
+    cause is logged by piagent just before)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ECONNRESET, detail)
 
 
 def invalid_field(field_name: str, message: str) -> InvalidFields:

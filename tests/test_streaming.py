@@ -120,7 +120,8 @@ def test_failure_after_first_token_cuts_the_stream_short(server, ollama, fault, 
             received += chunk
     expected = DEFAULT_TOKENS if fault == "no_done" else DEFAULT_TOKENS[:2]
     assert received == "".join(expected).encode()
-    server.wait_for_log(logged)
+    log = server.wait_for_log(logged)
+    assert "Traceback" not in log
 
 
 def test_json_reply_fails_whole_when_the_model_fails_mid_way(server, ollama):
