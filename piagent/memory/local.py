@@ -1,20 +1,23 @@
-"""The in-process store: an LRU-ordered dict of bounded deques behind one lock."""
+"""The in-process store: an LRU-ordered dict of short message tuples behind one lock."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 
 from piagent.memory.base import Message
 
 
 class _Conversation:
+    """A tuple, not a deque: a deque's first block alone is about 600 bytes, and
+    with hundreds of conversations that is RAM the model could use."""
+
     __slots__ = ("messages", "touched")
 
-    def __init__(self, max_turns: int, now: float) -> None:
-        self.messages: deque[Message] = deque(maxlen=max_turns)
+    def __init__(self, now: float) -> None:
+        self.messages: tuple[Message, ...] = ()
         self.touched = now
 
 
@@ -62,13 +65,17 @@ class LocalMemoryStore:
             self._expire(now)
             conversation = self._conversations.get(conversation_id)
             if conversation is None:
-                conversation = _Conversation(self._max_turns, now)
+                conversation = _Conversation(now)
                 self._conversations[conversation_id] = conversation
                 while len(self._conversations) > self._max_conversations:
                     self._conversations.popitem(last=False)
             self._touch(conversation_id, conversation, now)
-            conversation.messages.append(Message("user", user))
-            conversation.messages.append(Message("assistant", assistant))
+            messages = (
+                *conversation.messages,
+                Message("user", user),
+                Message("assistant", assistant),
+            )
+            conversation.messages = messages[-self._max_turns :]
 
     def __len__(self) -> int:
         with self._lock:
