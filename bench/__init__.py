@@ -1,0 +1,1 @@
+"""piagent's benchmark harness: `python -m bench.run`; see bench/README.md."""

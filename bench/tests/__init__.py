@@ -1,0 +1,1 @@
+"""Tests of the harness itself (behaviour only, never timings)."""
