@@ -40,9 +40,16 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 
+# --- Proxy ---
+# Peers whose X-Forwarded-Proto gunicorn believes; the same list piagent trusts
+# for X-Forwarded-For (its request log and rate limits see the real client).
+forwarded_allow_ips = _env("TRUSTED_PROXIES", default="127.0.0.1,::1")
+
 # --- Logging ---
-# Access and error logs to stdout/stderr, for journald or a terminal.
-accesslog = "-"
+# No gunicorn access log: piagent writes one line per request itself (stdout,
+# LOG_FORMAT=json or text), with the client address from a trusted proxy,
+# which gunicorn's line would show as the proxy's. Errors go to stderr.
+accesslog = None
 errorlog = "-"
 loglevel = _env("LOG_LEVEL", default="info")
 
