@@ -17,6 +17,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.logs import request_line
 from tests.nginx import NGINX, shipped_read_timeout, start_nginx
 from tests.test_streaming import arrival_gaps
 
@@ -61,15 +62,6 @@ def client():
 
 def chat(client, nginx, body, **kwargs):
     return client.post(nginx.url + "/chat", json=body, timeout=15, **kwargs)
-
-
-def logged(server, rid):
-    """The request log line of one request, by its X-Request-Id."""
-    text = server.wait_for_log(f'"request_id":"{rid}"')
-    for line in text.splitlines():
-        if line.startswith("{") and f'"request_id":"{rid}"' in line:
-            return json.loads(line)
-    raise AssertionError(rid)
 
 
 def test_site_allows_a_slower_first_token_than_piagent_waits_for():
@@ -176,7 +168,7 @@ def test_logged_client_address_is_the_clients_not_nginxs(
         headers={"X-Request-Id": rid, "X-Forwarded-For": "203.0.113.9"},
     )
     assert response.status_code == 200
-    record = logged(piagent, rid)
+    record = request_line(piagent, rid)
     assert record["client"] == CLIENT_ADDRESS
     assert record["ended"] == "ok"
     assert record["reply_tokens"] == len(DEFAULT_TOKENS)
@@ -190,4 +182,4 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(client, piagent, o
         timeout=5,
     )
     assert response.status_code == 200
-    assert logged(piagent, rid)["client"] == CLIENT_ADDRESS
+    assert request_line(piagent, rid)["client"] == CLIENT_ADDRESS
