@@ -53,10 +53,16 @@ if [[ $venv == 1 ]]; then
         }
     fi
     say "installing piagent and its dependencies into $PREFIX"
+    # Build from a copy: pip builds in the source tree, which would leave
+    # root-owned build files in the user's checkout.
+    build=$(mktemp -d)
+    trap 'rm -rf "$build"' EXIT
+    cp -r "$SRC/piagent" "$SRC/setup.cfg" "$SRC/pyproject.toml" "$SRC/README.md" \
+        "$build/"
     "$DESTDIR$PREFIX/bin/pip" install --quiet --upgrade pip
-    "$DESTDIR$PREFIX/bin/pip" install --quiet "$SRC"
+    "$DESTDIR$PREFIX/bin/pip" install --quiet "$build"
     # Same version number, new code: reinstall piagent itself on an upgrade.
-    "$DESTDIR$PREFIX/bin/pip" install --quiet --force-reinstall --no-deps "$SRC"
+    "$DESTDIR$PREFIX/bin/pip" install --quiet --force-reinstall --no-deps "$build"
 fi
 
 install -d -m 0755 "$DESTDIR$PREFIX/app"

@@ -78,7 +78,7 @@ class Nginx:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = (workdir / "stderr.log").open("wb")
         self.process = subprocess.Popen(
-            [NGINX, "-p", str(workdir), "-e", str(workdir / "error.log")]
+            [NGINX or "nginx", "-p", str(workdir), "-e", str(workdir / "error.log")]
             + ["-c", str(workdir / "nginx.conf")],
             stdout=self._log,
             stderr=subprocess.STDOUT,
