@@ -257,12 +257,12 @@ def _check_deployment(s: Settings) -> None:
 
 
 def proxy_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
-    """TRUSTED_PROXIES as networks; a bare address is a network of one."""
-    return tuple(
-        ip_network(part.strip(), strict=False)
-        for part in value.split(",")
-        if part.strip()
-    )
+    """TRUSTED_PROXIES as networks; a bare address is a network of one.
+
+    Strict like gunicorn's forwarded_allow_ips: 10.0.0.1/8 is refused, since
+    whoever wrote it meant either 10.0.0.1 or 10.0.0.0/8.
+    """
+    return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
 
 
 _CHECKS: tuple[Callable[[Settings], None], ...] = (

@@ -67,9 +67,22 @@ def test_networks_are_trusted_and_an_empty_list_trusts_nobody():
     [
         ({"trusted_proxies": "localhost"}, "TRUSTED_PROXIES='localhost': expected"),
         ({"trusted_proxies": "10.0.0.0/33"}, "TRUSTED_PROXIES='10.0.0.0/33'"),
+        ({"trusted_proxies": "10.0.0.1/8"}, "TRUSTED_PROXIES='10.0.0.1/8'"),
         ({"log_format": "xml"}, "LOG_FORMAT='xml': expected json or text"),
     ],
 )
 def test_bad_deployment_settings_are_one_clear_line(kwargs, needle):
     with pytest.raises(SettingsError, match="^" + needle.replace("(", r"\(")):
         Settings(**kwargs)
+
+
+def test_bad_trusted_proxies_stop_start_up_with_piagents_one_line(launch, ollama):
+    server = launch({"OLLAMA_HOST": ollama.url, "TRUSTED_PROXIES": "localhost"})
+    assert server.wait_exit() != 0
+    log = server.log()
+    lines = [line for line in log.splitlines() if line.startswith("piagent:")]
+    assert lines == [
+        "piagent: configuration error: TRUSTED_PROXIES='localhost': expected "
+        "comma-separated IP addresses or networks such as 127.0.0.1,::1"
+    ]
+    assert "Traceback" not in log
