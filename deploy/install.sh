@@ -119,7 +119,7 @@ if [[ $system == 1 ]]; then
     say "restarting piagent"
     systemctl restart piagent.service
     if [[ $nginx_changed == 1 ]]; then
-        nginx -t && systemctl reload nginx.service
+        nginx -t && systemctl reload-or-restart nginx.service
     fi
     say "done: systemctl status piagent; journalctl -u piagent -f"
 else
