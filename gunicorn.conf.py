@@ -1,5 +1,6 @@
 # gunicorn settings for piagent: `gunicorn -c gunicorn.conf.py wsgi:app`.
 # Values come from the environment or ./.env (same names as piagent's settings).
+import ipaddress
 import os
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
@@ -40,9 +41,24 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 
+# --- Proxy ---
+# Peers whose X-Forwarded-Proto gunicorn believes; the same list piagent trusts
+# for X-Forwarded-For (its request log and rate limits see the real client).
+# A bad value is left to piagent, which stops start-up naming the variable;
+# gunicorn's own check would stop it with a less helpful message first.
+_trusted = _env("TRUSTED_PROXIES", default="127.0.0.1,::1")
+try:
+    for _part in filter(None, map(str.strip, _trusted.split(","))):
+        ipaddress.ip_network(_part)
+    forwarded_allow_ips = _trusted
+except ValueError:
+    forwarded_allow_ips = "127.0.0.1,::1"
+
 # --- Logging ---
-# Access and error logs to stdout/stderr, for journald or a terminal.
-accesslog = "-"
+# No gunicorn access log: piagent writes one line per request itself (stdout,
+# LOG_FORMAT=json or text), with the client address from a trusted proxy,
+# which gunicorn's line would show as the proxy's. Errors go to stderr.
+accesslog = None
 errorlog = "-"
 loglevel = _env("LOG_LEVEL", default="info")
 

@@ -13,12 +13,16 @@ from piagent.agents import Agent, load_agents
 from piagent.blueprints.agents import bp as agents_bp
 from piagent.blueprints.chat import bp as chat_bp
 from piagent.blueprints.health import bp as health_bp
+from piagent.blueprints.ready import bp as ready_bp
 from piagent.chat import ChatService
 from piagent.errors import register_error_handlers
 from piagent.memory import LocalMemoryStore
 from piagent.providers import OllamaProvider, Provider
+from piagent.proxy import TrustedProxies
+from piagent.requestlog import init_request_log
 from piagent.schemas import ChatRequestSchema
 from piagent.settings import Settings
+from piagent.warmup import start_warm_up
 
 __version__ = "0.4.0"
 
@@ -64,10 +68,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         provider=provider,
         memory=memory,
     )
-    for blueprint in (health_bp, agents_bp, chat_bp):
+    for blueprint in (health_bp, ready_bp, agents_bp, chat_bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    init_request_log(app, settings)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     _probe_in_background(provider, agent_table)
+    if settings.warmup:
+        default = agent_table.get("general")
+        start_warm_up(
+            provider, default.model if default else settings.ollama_model_general
+        )
     return app
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from piagent import stats as endings
 from piagent.agents import Agent
-from piagent.errors import ProviderError, StreamAborted, invalid_field
+from piagent.errors import ProviderError, StreamAborted, StreamStalled, invalid_field
 from piagent.memory import MemoryStore, Message
 from piagent.providers import Provider, Reply, TokenStream
 from piagent.settings import Settings
+from piagent.stats import TurnStats
 
 log = logging.getLogger("piagent")
 
@@ -59,6 +62,7 @@ class Turn:
     agent: Agent
     message: str
     messages: list[dict[str, str]]
+    stats: TurnStats = field(default_factory=TurnStats, compare=False)
 
 
 class ChatService:
@@ -68,7 +72,9 @@ class ChatService:
         agents: Mapping[str, Agent],
         provider: Provider,
         memory: MemoryStore | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._agents = dict(agents)
         self._provider = provider
         self._memory = memory if settings.enable_memory else None
@@ -77,6 +83,10 @@ class ChatService:
 
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
+
+    def models(self) -> list[str]:
+        """Every model some agent uses, for readiness checks."""
+        return sorted({agent.model for agent in self._agents.values()})
 
     def start(self, message: str, agent_name: str, conversation_id: str | None) -> Turn:
         """Resolve the agent and the conversation; nothing is stored yet."""
@@ -95,23 +105,32 @@ class ChatService:
         """The whole reply; a failure anywhere raises and records nothing, since
         the caller receives an error instead of text."""
         reply = self._provider.complete(turn.agent.model, turn.messages)
+        stats = turn.stats
+        stats.ended_at = self._clock()
+        stats.first_token_at = reply.first_token_at
+        stats.usage, stats.reply, stats.ending = reply.usage, reply.text, endings.OK
         self._record(turn, reply.text)
         return reply
 
     def stream(self, turn: Turn) -> Iterator[str]:
         """A primed stream: failures before the first token raise here."""
         upstream = self._provider.stream(turn.agent.model, turn.messages)
+        # The provider returns once the first text arrived (or none will).
+        turn.stats.first_token_at = self._clock()
         return self._relay(turn, upstream)
 
     def _relay(self, turn: Turn, upstream: TokenStream) -> Iterator[str]:
         # A token counts as seen once the server asks for the next one, i.e.
         # after writing it; a client that left is noticed at that write.
         seen: list[str] = []
+        stats = turn.stats
         try:
             for token in upstream:
                 yield token
                 seen.append(token)
+            stats.ending = endings.OK
         except GeneratorExit:
+            stats.ending = endings.CLIENT_GONE
             log.info(
                 "client left conversation %s after %d chars; upstream closed",
                 turn.conversation_id,
@@ -119,6 +138,8 @@ class ChatService:
             )
             raise
         except ProviderError as exc:
+            stalled = isinstance(exc, StreamStalled)
+            stats.ending = endings.TIMEOUT if stalled else endings.UPSTREAM_ERROR
             log.warning(
                 "stream of conversation %s cut after %d chars: %s",
                 turn.conversation_id,
@@ -126,9 +147,15 @@ class ChatService:
                 exc.detail,
             )
             raise StreamAborted(str(exc.detail)) from exc
+        except Exception:
+            stats.ending = endings.ERROR
+            raise
         finally:
             upstream.close()
-            self._record(turn, "".join(seen))
+            stats.ended_at = self._clock()
+            stats.chunks, stats.usage = len(seen), upstream.usage
+            stats.reply = "".join(seen)
+            self._record(turn, stats.reply)
 
     def _record(self, turn: Turn, reply: str) -> None:
         if self._memory is not None and reply:

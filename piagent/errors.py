@@ -13,6 +13,7 @@ PiagentError                       500  (never raised as such)
       ├── ProviderBusy              503  the model server's queue is full
       ├── ProviderTimeout           504  no byte within OLLAMA_TIMEOUT
       └── StreamBroken              502  failed after the first token
+           └── StreamStalled        502  ...by sending nothing within OLLAMA_TIMEOUT
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class ProviderTimeout(ProviderError):
 
 class StreamBroken(ProviderError):
     """Raised after the 200 went out: the response can only be cut short."""
+
+
+class StreamStalled(StreamBroken):
+    """The model went silent mid-reply; logged as a timeout, not an error."""
 
 
 class StreamAborted(ConnectionResetError):

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 from decouple import Config, RepositoryEmpty, RepositoryEnv
 
 PROVIDERS = ("ollama",)
+LOG_FORMATS = ("json", "text")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 
 
@@ -69,6 +71,21 @@ class Settings:
     max_body_bytes: int = _help("Largest accepted request body in bytes.", 65536)
     max_message_chars: int = _help("Longest accepted message in characters.", 4000)
     log_level: str = _help("Log level of piagent's own logger.", "info")
+    # --- Deployment: proxies, request logs, warm-up ---
+    trusted_proxies: str = _help(
+        "Comma-separated addresses or networks of reverse proxies whose "
+        "X-Forwarded-For / X-Real-IP name the client; empty trusts none.",
+        "127.0.0.1,::1",
+    )
+    log_format: str = _help(
+        "Request log lines on stdout: `json` (one object per line) or `text`.", "text"
+    )
+    log_content: bool = _help(
+        "Also log message and reply text in request log lines (private data).", False
+    )
+    warmup: bool = _help(
+        "Load the general agent's model into Ollama when a worker starts.", False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -226,4 +243,30 @@ def _check_text(s: Settings) -> None:
     )
 
 
-_CHECKS: tuple[Callable[[Settings], None], ...] = (_check_numbers, _check_text)
+def _check_deployment(s: Settings) -> None:
+    _require(s.log_format in LOG_FORMATS, "LOG_FORMAT", s.log_format, "json or text")
+    try:
+        proxy_networks(s.trusted_proxies)
+    except ValueError:
+        _require(
+            False,
+            "TRUSTED_PROXIES",
+            s.trusted_proxies,
+            "comma-separated IP addresses or networks such as 127.0.0.1,::1",
+        )
+
+
+def proxy_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """TRUSTED_PROXIES as networks; a bare address is a network of one.
+
+    Strict like gunicorn's forwarded_allow_ips: 10.0.0.1/8 is refused, since
+    whoever wrote it meant either 10.0.0.1 or 10.0.0.0/8.
+    """
+    return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
+
+
+_CHECKS: tuple[Callable[[Settings], None], ...] = (
+    _check_numbers,
+    _check_text,
+    _check_deployment,
+)

@@ -28,19 +28,25 @@ def test_stream_headers_and_byte_exact_body(server, ollama):
     assert response.raw.read() == REPLY.encode("utf-8")
 
 
-def test_each_token_leaves_as_soon_as_ollama_emits_it(server, ollama):
-    tokens = [f"t{i} " for i in range(6)]
-    ollama.behaviour = Behaviour(tokens=tokens, delay=0.1)
-    response = open_stream(server, {"message": "count"})
+def arrival_gaps(response):
+    """The chunks of a streamed response, and the seconds between arrivals."""
     arrivals = []
     chunks = []
     for chunk in response.iter_content(chunk_size=None):
         arrivals.append(time.monotonic())
         chunks.append(chunk.decode())
-    assert chunks == tokens
     gaps = [
         later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)
     ]
+    return chunks, gaps
+
+
+def test_each_token_leaves_as_soon_as_ollama_emits_it(server, ollama):
+    tokens = [f"t{i} " for i in range(6)]
+    ollama.behaviour = Behaviour(tokens=tokens, delay=0.1)
+    response = open_stream(server, {"message": "count"})
+    chunks, gaps = arrival_gaps(response)
+    assert chunks == tokens
     # Spaced like the model's output, not delivered together at the end.
     assert min(gaps) > 0.05, gaps
 

@@ -25,6 +25,7 @@ def chat() -> Response:
         fields["message"], fields["agent"], fields["conversation_id"]
     )
     g.conversation_id = turn.conversation_id
+    g.turn = turn  # read by the request log when the response is closed
     if not fields["stream"]:
         reply = services.chat.reply(turn)
         return jsonify(

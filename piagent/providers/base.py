@@ -21,6 +21,26 @@ class Reply:
     text: str
     model: str
     usage: Usage
+    # time.monotonic() when the first text arrived, for time-to-first-token.
+    first_token_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelState:
+    pulled: bool
+    loaded: bool
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What /ready reports: each model's state, and why piagent is not ready."""
+
+    models: dict[str, ModelState]
+    problem: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.problem is None
 
 
 class TokenStream(Protocol):
@@ -56,4 +76,13 @@ class Provider(Protocol):
 
     def probe(self, models: Sequence[str]) -> list[str]:
         """Problems worth a start-up warning (down, models not pulled); [] if none."""
+        ...
+
+    def readiness(self, models: Sequence[str]) -> Readiness:
+        """Whether the server answers and has every model pulled; never raises
+        a ProviderError (a problem is reported in the result instead)."""
+        ...
+
+    def warm(self, model: str) -> None:
+        """Load the model into memory without generating; ProviderError if not."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,8 +24,9 @@ from piagent.errors import (
     ProviderTimeout,
     ProviderUnreachable,
     StreamBroken,
+    StreamStalled,
 )
-from piagent.providers.base import Reply, Usage
+from piagent.providers.base import ModelState, Readiness, Reply, Usage
 
 log = logging.getLogger("piagent")
 
@@ -32,6 +34,8 @@ log = logging.getLogger("piagent")
 # worker can hold at once (worker_connections), or urllib3 discards connections
 # and warns "pool is full".
 POOL_SIZE = 1024
+# Seconds /ready waits for Ollama's model lists: a health check must be quick.
+READY_TIMEOUT = 5.0
 ERROR_BODY_LIMIT = 8192
 
 
@@ -103,7 +107,70 @@ class OllamaProvider:
             text = "".join(stream)
         finally:
             stream.close()
-        return Reply(text=text, model=model, usage=stream.usage or Usage())
+        return Reply(
+            text=text,
+            model=model,
+            usage=stream.usage or Usage(),
+            first_token_at=stream.first_token_at,
+        )
+
+    def readiness(self, models: Sequence[str]) -> Readiness:
+        wanted = sorted(set(models))
+        try:
+            pulled = self._model_names("/api/tags")
+            loaded = self._model_names("/api/ps")
+        except ProviderError as exc:
+            return Readiness({}, problem=exc.detail)
+        states = {
+            m: ModelState(pulled=_listed(m, pulled), loaded=_listed(m, loaded))
+            for m in wanted
+        }
+        missing = [m for m, state in states.items() if not state.pulled]
+        problem = "; ".join(
+            f"model {m!r} is not pulled in Ollama at {self.host}: run `ollama pull {m}`"
+            for m in missing
+        )
+        return Readiness(states, problem=problem or None)
+
+    def warm(self, model: str) -> None:
+        """POST /api/generate with a model and no prompt: Ollama's way to load."""
+        body = {"model": model, "keep_alive": self._payload["keep_alive"]}
+        with self.translate_errors():
+            response = self._session.post(
+                self.host + "/api/generate",
+                data=json.dumps(body).encode(),
+                headers=self._json_headers,
+                timeout=self._timeouts,
+            )
+            if response.status_code != 200:
+                raise self._status_error(response, model)
+            response.close()
+
+    def _model_names(self, path: str) -> set[str]:
+        """Names in /api/tags (pulled) or /api/ps (loaded), with a short timeout."""
+        with self.translate_errors():
+            response = self._session.get(
+                self.host + path, timeout=(self._timeouts[0], READY_TIMEOUT)
+            )
+        with response:
+            if response.status_code != 200:
+                raise ProviderFailed(
+                    f"Ollama at {self.host} answered GET {path} with "
+                    f"HTTP {response.status_code}"
+                )
+            try:
+                listed = response.json().get("models") or []
+                return {
+                    name
+                    for item in listed
+                    for name in (item.get("name"), item.get("model"))
+                    if isinstance(name, str)
+                }
+            except (ValueError, AttributeError, TypeError) as exc:
+                raise ProviderFailed(
+                    f"Ollama at {self.host} sent an unexpected model list on "
+                    f"GET {path}: {exc}"
+                ) from None
 
     def probe(self, models: Sequence[str]) -> list[str]:
         try:
@@ -169,7 +236,7 @@ class OllamaProvider:
     def _timeout(self, started: bool) -> ProviderError:
         seconds = f"{self._read_timeout:g}"
         if started:
-            return StreamBroken(f"Ollama sent nothing for {seconds} s mid-reply")
+            return StreamStalled(f"Ollama sent nothing for {seconds} s mid-reply")
         return ProviderTimeout(
             f"no reply from Ollama within OLLAMA_TIMEOUT={seconds} s; the model may "
             "still be loading: try again, or raise OLLAMA_TIMEOUT"
@@ -205,6 +272,7 @@ class OllamaStream:
         self._provider = provider
         self._response = response
         self.started = False
+        self.first_token_at: float | None = None
         self._first: str | None = None
         self._tokens = self._read_tokens()
 
@@ -215,6 +283,7 @@ class OllamaStream:
         except BaseException:
             self.close()
             raise
+        self.first_token_at = time.monotonic()
         self.started = True
 
     def __iter__(self) -> Iterator[str]:
@@ -287,6 +356,11 @@ def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
                 yield line
     if pending.strip():
         yield pending
+
+
+def _listed(model: str, names: set[str]) -> bool:
+    """Ollama lists a model pulled without a tag as `<name>:latest`."""
+    return model in names or f"{model}:latest" in names
 
 
 def _started(stream: OllamaStream | None) -> bool:

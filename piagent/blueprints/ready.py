@@ -1,0 +1,40 @@
+"""Readiness: Ollama answers and every agent's model is pulled."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, jsonify
+
+log = logging.getLogger("piagent")
+
+bp = Blueprint("ready", __name__)
+
+
+@bp.get("/ready")
+def ready() -> Response:
+    """200 when /chat can work, else 503 with the reason; never a 500.
+
+    Each model is reported as pulled and loaded (warm: its first token will
+    not wait for a load). Unlike /health this asks Ollama, so keep it off
+    tight liveness loops.
+    """
+    services = current_app.extensions["piagent"]
+    try:
+        readiness = services.provider.readiness(services.chat.models())
+    except Exception as exc:  # a readiness probe must answer, whatever broke
+        log.exception("readiness check failed")
+        response = jsonify(
+            status="not ready", detail=f"readiness check failed: {exc}", models={}
+        )
+        response.status_code = 503
+        return response
+    models = {
+        name: {"pulled": state.pulled, "loaded": state.loaded}
+        for name, state in readiness.models.items()
+    }
+    if readiness.ready:
+        return jsonify(status="ready", models=models)
+    response = jsonify(status="not ready", detail=readiness.problem, models=models)
+    response.status_code = 503
+    return response

@@ -1,0 +1,76 @@
+"""WSGI middleware: the real client address behind a trusted reverse proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+
+from piagent.settings import proxy_networks
+
+Address = IPv4Address | IPv6Address
+
+
+class TrustedProxies:
+    """Set REMOTE_ADDR to the client a trusted proxy names; trust nobody else.
+
+    Only when the peer (REMOTE_ADDR) is a trusted proxy are its headers read:
+    X-Forwarded-For from the right, skipping trusted proxies, so the first
+    untrusted entry is the address the last trusted hop saw (entries further
+    left were written by the client and may be forged); else X-Real-IP. The
+    peer's own address is kept in `piagent.proxy_addr`. Everything downstream
+    (request logs, rate limits) then reads `request.remote_addr` and sees the
+    real client.
+    """
+
+    def __init__(self, app: Any, trusted: str) -> None:
+        self.app = app
+        self.networks = proxy_networks(trusted)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable:
+        peer = environ.get("REMOTE_ADDR", "")
+        if self.networks and self.is_trusted(_parse(peer)):
+            client = self.client_address(
+                environ.get("HTTP_X_FORWARDED_FOR", ""),
+                environ.get("HTTP_X_REAL_IP", ""),
+            )
+            if client is not None:
+                environ["piagent.proxy_addr"] = peer
+                environ["REMOTE_ADDR"] = client
+        return self.app(environ, start_response)
+
+    def is_trusted(self, address: Address | None) -> bool:
+        return address is not None and any(address in net for net in self.networks)
+
+    def client_address(self, forwarded_for: str, real_ip: str) -> str | None:
+        """The right-most untrusted X-Forwarded-For entry, else X-Real-IP.
+
+        A malformed entry stops the walk: whatever is left of it cannot be
+        trusted, and the proxy's own view is not known, so nothing is changed.
+        """
+        entries = [part.strip() for part in forwarded_for.split(",") if part.strip()]
+        for entry in reversed(entries):
+            address = _parse(entry)
+            if address is None:
+                return None
+            if not self.is_trusted(address):
+                return str(address)
+        if entries:
+            # Every hop was a trusted proxy: the left-most is the closest to
+            # the client that is known.
+            return str(_parse(entries[0]))
+        address = _parse(real_ip.strip())
+        return str(address) if address is not None else None
+
+
+def _parse(text: str) -> Address | None:
+    """An address from a header or REMOTE_ADDR; IPv4-mapped IPv6 as IPv4."""
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

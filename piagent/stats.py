@@ -1,0 +1,66 @@
+"""What one chat request did, filled in by the chat service and read by the log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from piagent.providers import Usage
+
+# How a request ended, as the request log names it.
+OK = "ok"
+CLIENT_GONE = "client_gone"
+UPSTREAM_ERROR = "upstream_error"
+TIMEOUT = "timeout"
+REJECTED = "rejected"
+ERROR = "error"
+
+
+@dataclass
+class TurnStats:
+    """Mutable on purpose: a stream fills it in after the view has returned.
+
+    Times are time.monotonic() seconds. Nothing here is touched per token
+    except through the relay's local counters, written once at the end.
+    """
+
+    first_token_at: float | None = None
+    ended_at: float | None = None
+    chunks: int | None = None
+    usage: Usage | None = None
+    ending: str | None = None
+    reply: str = ""
+
+    @property
+    def reply_tokens(self) -> int | None:
+        """The model server's count; the number of chunks when it sent none."""
+        if self.usage is not None and self.usage.reply_tokens is not None:
+            return self.usage.reply_tokens
+        return self.chunks
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return self.usage.prompt_tokens if self.usage is not None else None
+
+    def tokens_per_second(self) -> float | None:
+        """Tokens after the first, per second after the first: the generation
+        rate, without the prompt processing and loading the first one waited on."""
+        tokens = self.reply_tokens
+        if self.first_token_at is None or self.ended_at is None or not tokens:
+            return None
+        elapsed = self.ended_at - self.first_token_at
+        if tokens < 2 or elapsed <= 0:
+            return None
+        return (tokens - 1) / elapsed
+
+
+def ending_for_status(status: int) -> str:
+    """How a request ended when the chat service did not say (it failed first)."""
+    if status == 504:
+        return TIMEOUT
+    if status in (502, 503):
+        return UPSTREAM_ERROR
+    if 400 <= status < 500:
+        return REJECTED
+    if status >= 500:
+        return ERROR
+    return OK

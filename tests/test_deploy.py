@@ -1,0 +1,310 @@
+"""The shipped deployment: systemd unit, installer and uninstaller, env file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from decouple import Config, RepositoryEnv
+
+from piagent.settings import Settings
+from tests.server import ROOT, base_env, free_port
+
+UNIT = ROOT / "deploy" / "piagent.service"
+INSTALL = ROOT / "deploy" / "install.sh"
+UNINSTALL = ROOT / "deploy" / "uninstall.sh"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+# The only substitution made for `systemd-analyze verify`: the venv's gunicorn,
+# which exists only on an installed Pi, becomes this checkout's gunicorn.
+INSTALLED_GUNICORN = "/opt/piagent/bin/gunicorn"
+
+
+def unit_directives() -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def exec_start() -> list[str]:
+    [command] = unit_directives()["ExecStart"]
+    return shlex.split(command)
+
+
+def local_gunicorn() -> str:
+    path = Path(sys.executable).with_name("gunicorn")
+    assert os.access(path, os.X_OK), path
+    return str(path)
+
+
+def run_script(script: Path, destdir: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["bash", str(script), *args],
+        env={**os.environ, "DESTDIR": str(destdir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def install(destdir: Path) -> str:
+    """The real installer, staged under destdir, without root or a venv."""
+    return run_script(INSTALL, destdir, "--no-system", "--no-venv")
+
+
+@pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None and not os.environ.get("CI"),
+    reason="systemd is not installed (apt-get install systemd; CI does)",
+)
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    unit = tmp_path / "piagent.service"
+    text = UNIT.read_text()
+    assert INSTALLED_GUNICORN in text
+    unit.write_text(text.replace(INSTALLED_GUNICORN, local_gunicorn()))
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE or "systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    # Unknown or misspelt directives are only warnings: allow none.
+    assert "piagent.service" not in result.stdout + result.stderr
+
+
+def test_unit_runs_unprivileged_hardened_and_after_ollama_without_needing_it():
+    unit = unit_directives()
+    assert unit["User"] == ["piagent"] and unit["Group"] == ["piagent"]
+    assert unit["EnvironmentFile"] == ["/etc/piagent/piagent.env"]
+    assert "ollama.service" in unit["After"][0].split()
+    for dependency in ("Requires", "Wants", "BindsTo", "Requisite"):
+        assert "ollama.service" not in " ".join(unit.get(dependency, []))
+    assert unit["Restart"] == ["on-failure"]
+    for key, value in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("StateDirectory", "piagent"),
+    ]:
+        assert unit[key] == [value], key
+    assert "ReadWritePaths" not in unit
+
+
+def test_unit_stop_timeout_outlasts_gunicorns_grace_period():
+    stop_seconds = int(unit_directives()["TimeoutStopSec"][0])
+    assert stop_seconds > 30  # GRACEFUL_TIMEOUT's default, gunicorn.conf.py
+
+
+def test_installer_twice_keeps_the_users_settings_and_agents(tmp_path):
+    first = install(tmp_path)
+    assert "writing /etc/piagent/piagent.env" in first
+    env_file = tmp_path / "etc/piagent/piagent.env"
+    agent = tmp_path / "etc/piagent/agents/pirate.md"
+    env_file.write_text(env_file.read_text() + "TEMPERATURE=0.1\n")
+    agent.write_text("Talk like a pirate.")
+    edited = env_file.read_text()
+    second = install(tmp_path)
+    assert "keeping /etc/piagent/piagent.env" in second
+    assert env_file.read_text() == edited
+    assert agent.read_text() == "Talk like a pirate."
+    assert (tmp_path / "etc/piagent/piagent.env.default").is_file()
+    assert (tmp_path / "etc/systemd/system/piagent.service").read_bytes() == (
+        UNIT.read_bytes()
+    )
+
+
+def test_installed_env_file_is_valid_settings_for_the_service(tmp_path):
+    install(tmp_path)
+    env_file = tmp_path / "etc/piagent/piagent.env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o640"
+    config = Config(RepositoryEnv(str(env_file)))
+    settings = Settings.from_env(config, agent_names=["general"])
+    assert settings.agents_dir == "/etc/piagent/agents"
+    assert settings.log_format == "json"
+    assert config("BIND") == "127.0.0.1:8000"
+
+
+def test_installer_enables_the_nginx_site_in_place_of_the_default(tmp_path):
+    available = tmp_path / "etc/nginx/sites-available"
+    enabled = tmp_path / "etc/nginx/sites-enabled"
+    available.mkdir(parents=True)
+    enabled.mkdir()
+    (available / "default").write_text("server { listen 80 default_server; }")
+    (enabled / "default").symlink_to("/etc/nginx/sites-available/default")
+    install(tmp_path)
+    site = available / "piagent"
+    assert site.read_bytes() == (ROOT / "deploy/nginx/piagent.conf").read_bytes()
+    assert os.readlink(enabled / "piagent") == "/etc/nginx/sites-available/piagent"
+    assert not (enabled / "default").exists()
+    site.write_text("# edited for TLS\n")
+    install(tmp_path)
+    assert site.read_text() == "# edited for TLS\n"
+
+
+def test_installer_refuses_to_change_the_system_without_root():
+    command = ["bash", "-s"]
+    if os.geteuid() == 0:
+        # As root, drop to "nobody" so that the check, not an install, runs.
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + (
+            command
+        )
+    result = subprocess.run(
+        command,
+        input=INSTALL.read_text(),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "run as root: sudo make install" in result.stderr
+
+
+def test_installer_rejects_an_unknown_option(tmp_path):
+    result = subprocess.run(
+        ["bash", str(INSTALL), "--no-system", "--frobnicate"],
+        env={**os.environ, "DESTDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "unknown option --frobnicate" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_uninstall_keeps_settings_and_purge_removes_them(tmp_path):
+    (tmp_path / "etc/nginx/sites-available").mkdir(parents=True)
+    install(tmp_path)
+    run_script(UNINSTALL, tmp_path, "--no-system")
+    assert not (tmp_path / "opt/piagent").exists()
+    assert not (tmp_path / "etc/systemd/system/piagent.service").exists()
+    assert not (tmp_path / "etc/nginx/sites-enabled/piagent").exists()
+    assert (tmp_path / "etc/piagent/piagent.env").is_file()
+    run_script(UNINSTALL, tmp_path, "--no-system", "--purge")
+    assert not (tmp_path / "etc/piagent").exists()
+    assert not (tmp_path / "etc/nginx/sites-available/piagent").exists()
+
+
+def test_installed_files_and_the_units_command_serve_piagent(tmp_path, fake_ollama):
+    """ExecStart as written, with the installed app files and settings.
+
+    Substituted, since there is no venv or root here: the venv's gunicorn by
+    this Python's, the staged install's paths for /opt/piagent/app and
+    /etc/piagent/agents, the state directory by a temp one, and OLLAMA_HOST
+    and BIND by the fake Ollama's and a free port.
+    """
+    stage = tmp_path / "root"
+    install(stage)
+    state = tmp_path / "state"
+    state.mkdir()
+    command = [
+        arg.replace("/opt/piagent/app", str(stage / "opt/piagent/app")).replace(
+            "/var/lib/piagent", str(state)
+        )
+        for arg in exec_start()
+    ]
+    assert command[0] == INSTALLED_GUNICORN
+    command[:1] = [sys.executable, "-m", "gunicorn"]
+    config = Config(RepositoryEnv(str(stage / "etc/piagent/piagent.env")))
+    settings_env = {
+        key: config(key)
+        for key in re.findall(
+            r"^([A-Z_]+)=", (stage / "etc/piagent/piagent.env").read_text(), re.M
+        )
+    }
+    port = free_port()
+    settings_env.update(
+        AGENTS_DIR=str(stage / "etc/piagent/agents"),
+        OLLAMA_HOST=fake_ollama.url,
+        BIND=f"127.0.0.1:{port}",
+    )
+    env = {**base_env(state), **settings_env}
+    # The service imports piagent from its venv, never from a checkout.
+    env["PYTHONPATH"] = str(ROOT)
+    log = (tmp_path / "service.log").open("wb")
+    process = subprocess.Popen(
+        command, cwd=state, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, (tmp_path / "service.log").read_text()
+            try:
+                response = requests.get(url + "/ready", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "service did not start"
+                time.sleep(0.05)
+        assert response.status_code == 200
+        assert response.json()["status"] == "ready"
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
+    lines = (tmp_path / "service.log").read_text().splitlines()
+    assert any(line.startswith('{"time":') and '"/ready"' in line for line in lines)
+
+
+def section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_readme_deployment_paths_are_the_ones_installed(tmp_path):
+    sites = tmp_path / "etc/nginx/sites-available"
+    sites.mkdir(parents=True)
+    (sites / "default").write_text("")
+    install(tmp_path)
+    unit = UNIT.read_text()
+    paths = re.findall(
+        r"(/(?:etc/piagent|opt/piagent|var/lib/piagent|etc/systemd/system|etc/nginx)"
+        r"(?:[\w./-]*\w)?)",
+        section("Deploy on a Raspberry Pi"),
+    )
+    assert len(paths) > 10
+    for path in paths:
+        staged = tmp_path / path.lstrip("/")
+        # A path the README names exists after install, or is the unit's state
+        # directory, or is a file the reader creates (an agent) in one that does.
+        assert staged.exists() or path in unit or staged.parent.is_dir(), path
+    assert "/var/lib/piagent" in unit and "StateDirectory=piagent" in unit
+
+
+def test_readme_and_shipped_files_agree_on_the_numbers():
+    readme = section("Deploy on a Raspberry Pi")
+    unit = unit_directives()
+    site = (ROOT / "deploy/nginx/piagent.conf").read_text()
+    read_timeout = re.search(r"proxy_read_timeout (\d+)s;", site)[1]
+    assert f"waits up to {read_timeout} s" in readme
+    assert f"TimeoutStopSec={unit['TimeoutStopSec'][0]}" in readme
+    defaults = Settings()
+    assert f"OLLAMA_TIMEOUT={defaults.ollama_timeout:g}" in readme
+    assert int(read_timeout) > defaults.ollama_timeout
+    # nginx's body limit is piagent's, and says so in piagent's words.
+    assert "client_max_body_size 64k;" in site and defaults.max_body_bytes == 64 * 1024
+    assert f"request body is larger than {defaults.max_body_bytes} bytes" in site
+    # nginx's upstream is where the installed settings make gunicorn listen.
+    env_example = (ROOT / ".env.example").read_text()
+    bind = re.search(r"^BIND=(.+)$", env_example, re.M)[1]
+    assert f"server {bind};" in site
+    assert "sudo make install" in readme
+    makefile = (ROOT / "Makefile").read_text()
+    assert "install:\n\tdeploy/install.sh" in makefile
+    assert "uninstall:\n\tdeploy/uninstall.sh" in makefile
