@@ -8,7 +8,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from piagent.agents import Agent
-from piagent.errors import ProviderError, StreamAborted, invalid_field
+from piagent.errors import (
+    MemoryUnavailable,
+    ProviderError,
+    StreamAborted,
+    invalid_field,
+)
 from piagent.memory import MemoryStore, Message
 from piagent.providers import Provider, Reply, TokenStream
 from piagent.settings import Settings
@@ -93,7 +98,8 @@ class ChatService:
 
     def reply(self, turn: Turn) -> Reply:
         """The whole reply; a failure anywhere raises and records nothing, since
-        the caller receives an error instead of text."""
+        the caller receives an error instead of text. A store that fails to record
+        it is a 503 too: a 200 means the exchange is in memory."""
         reply = self._provider.complete(turn.agent.model, turn.messages)
         self._record(turn, reply.text)
         return reply
@@ -128,7 +134,12 @@ class ChatService:
             raise StreamAborted(str(exc.detail)) from exc
         finally:
             upstream.close()
-            self._record(turn, "".join(seen))
+            try:
+                self._record(turn, "".join(seen))
+            except MemoryUnavailable as exc:
+                # The 200 and the text went out already: all that is left is to say
+                # the exchange was not stored.
+                log.warning("exchange of %s not stored: %s", turn.conversation_id, exc)
 
     def _record(self, turn: Turn, reply: str) -> None:
         if self._memory is not None and reply:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from decouple import Config, RepositoryEmpty, RepositoryEnv
 
 PROVIDERS = ("ollama",)
+MEMORY_BACKENDS = ("memory", "sqlite", "redis")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 
 
@@ -69,6 +70,23 @@ class Settings:
     max_body_bytes: int = _help("Largest accepted request body in bytes.", 65536)
     max_message_chars: int = _help("Longest accepted message in characters.", 4000)
     log_level: str = _help("Log level of piagent's own logger.", "info")
+    # --- Memory backends: durable and shared conversation memory ---
+    memory_backend: str = _help(
+        "Where conversations live: `memory` (in-process), `sqlite` or `redis`.",
+        "memory",
+    )
+    memory_sqlite_path: str = _help(
+        "SQLite file of MEMORY_BACKEND=sqlite (relative to the working directory).",
+        "piagent-memory.sqlite3",
+    )
+    redis_url: str = _help(
+        "Redis of MEMORY_BACKEND=redis: redis://[:password@]host:port/db, "
+        "rediss:// or unix:///path.sock.",
+        "redis://127.0.0.1:6379/0",
+    )
+    redis_timeout: float = _help(
+        "Seconds to connect to Redis or wait for its answer before a 503.", 1.0
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -226,4 +244,35 @@ def _check_text(s: Settings) -> None:
     )
 
 
-_CHECKS: tuple[Callable[[Settings], None], ...] = (_check_numbers, _check_text)
+def _check_memory_backend(s: Settings) -> None:
+    _require(
+        s.memory_backend in MEMORY_BACKENDS,
+        "MEMORY_BACKEND",
+        s.memory_backend,
+        "memory, sqlite or redis",
+    )
+    _require(s.redis_timeout > 0, "REDIS_TIMEOUT", s.redis_timeout, "seconds > 0")
+    if s.memory_backend == "sqlite":
+        parent = os.path.dirname(os.path.abspath(s.memory_sqlite_path))
+        _require(
+            bool(s.memory_sqlite_path.strip()) and os.path.isdir(parent),
+            "MEMORY_SQLITE_PATH",
+            s.memory_sqlite_path,
+            "a file path in an existing directory",
+        )
+    if s.memory_backend == "redis":
+        parts = urlsplit(s.redis_url)
+        _require(
+            parts.scheme in ("redis", "rediss", "unix")
+            and bool(parts.hostname or parts.path),
+            "REDIS_URL",
+            s.redis_url,
+            "a URL such as redis://127.0.0.1:6379/0",
+        )
+
+
+_CHECKS: tuple[Callable[[Settings], None], ...] = (
+    _check_numbers,
+    _check_text,
+    _check_memory_backend,
+)

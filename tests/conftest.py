@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fake_ollama import FakeOllama
+from tests.redis_server import RedisServer, redis_available
 from tests.server import Server
 
 # Short so the timeout tests are quick; the default is sized for a cold Pi.
@@ -69,3 +71,15 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(start_server: Callable[..., Server], ollama: FakeOllama) -> Server:
     return start_server()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; CI installs it, so CI never skips."""
+    if not redis_available():
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing; .ci/run should have installed it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
