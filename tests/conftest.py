@@ -83,3 +83,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_memory_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("sqlite") / "memory.sqlite3")
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def memory_env(request: pytest.FixtureRequest, sqlite_memory_path: str) -> dict:
+    """Server settings for each memory backend, for tests run against all three."""
+    if request.param == "sqlite":
+        return {"MEMORY_BACKEND": "sqlite", "MEMORY_SQLITE_PATH": sqlite_memory_path}
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_server").url
+        return {"MEMORY_BACKEND": "redis", "REDIS_URL": redis_url}
+    return {}
