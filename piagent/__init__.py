@@ -43,7 +43,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     agent_table = load_agents(settings)
     provider = build_provider(settings)
     memory = build_memory(settings)
-    log.info("conversation memory: %s", memory.describe() if memory else "off")
+    log.info(
+        "conversation memory: %s", memory.describe() if memory is not None else "off"
+    )
     app = Flask(__name__)
     # One byte over the limit, so read_json_object can see a chunked body is too
     # large; at the limit exactly, werkzeug would silently truncate it.

@@ -92,7 +92,9 @@ class ChatService:
                 "agent", f"unknown agent {agent_name!r}; known agents: {known}"
             )
         conversation_id = conversation_id or str(uuid.uuid4())
-        history = self._memory.history(conversation_id) if self._memory else []
+        history = (
+            self._memory.history(conversation_id) if self._memory is not None else []
+        )
         messages = build_messages(agent.system_prompt, history, message, self._budget)
         return Turn(conversation_id, agent, message, messages)
 

@@ -38,7 +38,7 @@ MIGRATIONS: list[list[str]] = [
         ) WITHOUT ROWID""",
         # The conversation count, kept by triggers so the cap is checked by
         # reading one row instead of counting the table on every request.
-        "CREATE TABLE counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+        "CREATE TABLE counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO counts VALUES ('conversations', 0)",
         """CREATE TRIGGER conversation_added AFTER INSERT ON conversations
         BEGIN UPDATE counts SET n = n + 1 WHERE name = 'conversations'; END""",
