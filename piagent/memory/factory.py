@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from piagent.memory.base import MemoryStore
 from piagent.memory.local import LocalMemoryStore
 from piagent.settings import Settings, SettingsError
@@ -24,6 +22,8 @@ def build_memory(settings: Settings) -> MemoryStore | None:
         "max_conversations": settings.memory_max_conversations,
     }
     if settings.memory_backend == "sqlite":
+        import sqlite3
+
         from piagent.memory.sqlite_store import SchemaTooNew, SQLiteMemoryStore
 
         try:
