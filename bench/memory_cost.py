@@ -146,6 +146,7 @@ def main() -> None:
         print(f"  redis   {time_per_exchange(store, n):8.1f} µs  (loopback)")
         for k in range(CONVERSATIONS):
             store.forget(f"bench-{k}")
+        store.client.delete("piagent:bench:lru")
     else:
         print("  redis   skipped: no --redis-url and no redis-server installed")
     if started:

@@ -7,6 +7,7 @@ import requests
 from decouple import Config, RepositoryEnv
 
 from piagent.settings import Settings, SettingsError
+from tests.server import free_port
 
 
 def from_file(tmp_path: Path, text: str) -> Settings:
@@ -107,3 +108,20 @@ def test_several_workers_on_sqlite_share_memory_and_do_not_warn(
 def test_several_workers_in_process_warning_points_to_sqlite(launch, fake_ollama):
     server = launch({"OLLAMA_HOST": fake_ollama.url, "WORKERS": "2"}).wait_ready()
     server.wait_for_log("Use MEMORY_BACKEND=sqlite")
+
+
+def test_starts_without_redis_and_warns_naming_it(launch, fake_ollama):
+    port = free_port()
+    server = launch(
+        {
+            "OLLAMA_HOST": fake_ollama.url,
+            "MEMORY_BACKEND": "redis",
+            "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        }
+    ).wait_ready()
+    server.wait_for_log(
+        f"conversation memory is unavailable (redis at 127.0.0.1:{port} db 0"
+    )
+    server.wait_for_log("requests that need memory answer 503 until Redis is up")
+    response = requests.post(server.url + "/chat", json={"message": "hi"}, timeout=10)
+    assert response.status_code == 503

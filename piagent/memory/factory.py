@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from piagent.errors import MemoryUnavailable
 from piagent.memory.base import MemoryStore
 from piagent.memory.local import LocalMemoryStore
 from piagent.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from piagent.memory.redis_store import RedisMemoryStore
 
 
 def build_memory(settings: Settings) -> MemoryStore | None:
     """The configured store, or None when ENABLE_MEMORY is off.
 
     SQLite is opened (and migrated) here, so an unusable file stops start-up
-    with one line. Redis is not asked: it may come up after piagent, and until
-    then requests that need memory answer 503.
+    with one line. Redis may come up after piagent: it is asked in the
+    background, a warning is logged if it does not answer, and until it does
+    requests that need memory answer 503.
     """
     if not settings.enable_memory:
         return None
@@ -36,7 +45,20 @@ def build_memory(settings: Settings) -> MemoryStore | None:
     if settings.memory_backend == "redis":
         from piagent.memory.redis_store import RedisMemoryStore
 
-        return RedisMemoryStore(
+        store = RedisMemoryStore(
             settings.redis_url, timeout=settings.redis_timeout, **limits
         )
+        threading.Thread(
+            target=_probe_redis, args=(store,), name="redis-probe", daemon=True
+        ).start()
+        return store
     return LocalMemoryStore(**limits)
+
+
+def _probe_redis(store: RedisMemoryStore) -> None:
+    try:
+        store.ping()
+    except MemoryUnavailable as exc:
+        logging.getLogger("piagent").warning(
+            "%s; requests that need memory answer 503 until Redis is up", exc.detail
+        )

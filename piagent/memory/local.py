@@ -28,8 +28,6 @@ class LocalMemoryStore:
     blocks, so it is never held across a switch.
     """
 
-    name = "memory"
-
     def __init__(
         self,
         max_turns: int,

@@ -63,8 +63,6 @@ class RedisMemoryStore:
     The clock gives the LRU scores and the times shown; expiry is Redis's own.
     """
 
-    name = "redis"
-
     def __init__(
         self,
         url: str,

@@ -65,8 +65,6 @@ class SQLiteMemoryStore:
     exchanges, and the SD card is spared an fsync per request.
     """
 
-    name = "sqlite"
-
     def __init__(
         self,
         path: str,
