@@ -91,7 +91,9 @@ def sqlite_memory_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
-def memory_env(request: pytest.FixtureRequest, sqlite_memory_path: str) -> dict:
+def memory_env(
+    request: pytest.FixtureRequest, sqlite_memory_path: str
+) -> dict[str, str]:
     """Server settings for each memory backend, for tests run against all three."""
     if request.param == "sqlite":
         return {"MEMORY_BACKEND": "sqlite", "MEMORY_SQLITE_PATH": sqlite_memory_path}
