@@ -43,7 +43,11 @@ def start_server(
         key = tuple(sorted(settings.items()))
         if key not in servers:
             server = Server(tmp_path_factory.mktemp("server"), settings)
-            servers[key] = server.wait_ready()
+            try:
+                servers[key] = server.wait_ready()
+            except BaseException:
+                server.stop()  # a server that never got ready must not outlive us
+                raise
         return servers[key]
 
     yield start
