@@ -14,8 +14,9 @@ bind = _env("BIND", default="127.0.0.1:8000")
 backlog = 512
 
 # --- Worker processes ---
-# One worker: conversation memory lives in the worker process, and a second
-# worker would split conversations (and take RAM the model needs).
+# One worker: with the default in-process memory store a second worker would
+# split conversations (and take RAM the model needs). MEMORY_BACKEND=sqlite or
+# redis share conversations between workers.
 workers = _env("WORKERS", default=1, cast=int)
 # gevent: a stream waiting on the model costs a greenlet, not a thread.
 worker_class = "gevent"
@@ -65,10 +66,12 @@ loglevel = _env("LOG_LEVEL", default="info")
 
 def on_starting(server):
     """Warn when several workers would each keep their own conversations."""
-    if workers > 1 and _env("ENABLE_MEMORY", default=True, cast=bool):
+    in_process = _env("MEMORY_BACKEND", default="memory").strip() == "memory"
+    if workers > 1 and in_process and _env("ENABLE_MEMORY", default=True, cast=bool):
         server.log.warning(
             "WORKERS=%d with the in-process memory store: each worker keeps its own "
             "conversations, so a conversation's turns land in different workers. "
-            "Use WORKERS=1, or ENABLE_MEMORY=false.",
+            "Use MEMORY_BACKEND=sqlite (shared by the workers of this machine), "
+            "or WORKERS=1.",
             workers,
         )

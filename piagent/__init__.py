@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask
 
 from piagent.agents import Agent, load_agents
 from piagent.blueprints.agents import bp as agents_bp
 from piagent.blueprints.chat import bp as chat_bp
+from piagent.blueprints.conversations import bp as conversations_bp
 from piagent.blueprints.health import bp as health_bp
 from piagent.blueprints.ready import bp as ready_bp
 from piagent.chat import ChatService
 from piagent.errors import register_error_handlers
-from piagent.memory import LocalMemoryStore
+from piagent.memory import MemoryStore, build_memory
 from piagent.providers import OllamaProvider, Provider
 from piagent.proxy import TrustedProxies
 from piagent.requestlog import init_request_log
@@ -37,7 +37,7 @@ class Services:
     chat: ChatService
     chat_schema: ChatRequestSchema
     provider: Provider
-    memory: Any
+    memory: MemoryStore | None
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -46,14 +46,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     _configure_logging(settings)
     agent_table = load_agents(settings)
     provider = build_provider(settings)
-    memory = (
-        LocalMemoryStore(
-            max_turns=settings.memory_max_turns,
-            ttl_seconds=settings.memory_ttl_seconds,
-            max_conversations=settings.memory_max_conversations,
-        )
-        if settings.enable_memory
-        else None
+    memory = build_memory(settings)
+    log.info(
+        "conversation memory: %s", memory.describe() if memory is not None else "off"
     )
     app = Flask(__name__)
     # One byte over the limit, so read_json_object can see a chunked body is too
@@ -68,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         provider=provider,
         memory=memory,
     )
-    for blueprint in (health_bp, ready_bp, agents_bp, chat_bp):
+    for blueprint in (health_bp, ready_bp, agents_bp, chat_bp, conversations_bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     init_request_log(app, settings)

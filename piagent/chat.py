@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 
 from piagent import stats as endings
 from piagent.agents import Agent
-from piagent.errors import ProviderError, StreamAborted, StreamStalled, invalid_field
+from piagent.errors import (
+    MemoryUnavailable,
+    ProviderError,
+    StreamAborted,
+    StreamStalled,
+    invalid_field,
+)
 from piagent.memory import MemoryStore, Message
 from piagent.providers import Provider, Reply, TokenStream
 from piagent.settings import Settings
@@ -97,13 +103,16 @@ class ChatService:
                 "agent", f"unknown agent {agent_name!r}; known agents: {known}"
             )
         conversation_id = conversation_id or str(uuid.uuid4())
-        history = self._memory.history(conversation_id) if self._memory else []
+        history = (
+            self._memory.history(conversation_id) if self._memory is not None else []
+        )
         messages = build_messages(agent.system_prompt, history, message, self._budget)
         return Turn(conversation_id, agent, message, messages)
 
     def reply(self, turn: Turn) -> Reply:
         """The whole reply; a failure anywhere raises and records nothing, since
-        the caller receives an error instead of text."""
+        the caller receives an error instead of text. A store that fails to record
+        it is a 503 too: a 200 means the exchange is in memory."""
         reply = self._provider.complete(turn.agent.model, turn.messages)
         stats = turn.stats
         stats.ended_at = self._clock()
@@ -155,7 +164,12 @@ class ChatService:
             stats.ended_at = self._clock()
             stats.chunks, stats.usage = len(seen), upstream.usage
             stats.reply = "".join(seen)
-            self._record(turn, stats.reply)
+            try:
+                self._record(turn, stats.reply)
+            except MemoryUnavailable as exc:
+                # The 200 and the text went out already: all that is left is to say
+                # the exchange was not stored.
+                log.warning("exchange of %s not stored: %s", turn.conversation_id, exc)
 
     def _record(self, turn: Turn, reply: str) -> None:
         if self._memory is not None and reply:

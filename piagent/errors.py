@@ -5,7 +5,9 @@ PiagentError                       500  (never raised as such)
  │    ├── BadRequest                400  body is not a JSON object
  │    ├── PayloadTooLarge           413  body over MAX_BODY_BYTES
  │    ├── UnsupportedMediaType      415  not application/json
+ │    ├── ConversationNotFound      404  unknown or expired conversation id
  │    └── InvalidFields             422  [{"loc": [...], "msg": ...}, ...]
+ ├── MemoryUnavailable             503  the memory store cannot be reached
  └── ProviderError                       the model server let us down
       ├── ProviderUnreachable       502  connection refused / failed
       ├── ModelMissing              502  model not pulled
@@ -53,10 +55,21 @@ class UnsupportedMediaType(RequestError):
     status = 415
 
 
+class ConversationNotFound(RequestError):
+    status = 404
+
+
 class InvalidFields(RequestError):
     """Detail is a list of {"loc", "msg"}, the shape the predecessor's clients parse."""
 
     status = 422
+
+
+class MemoryUnavailable(PiagentError):
+    """SQLite is locked or failing, or Redis is down: try again shortly."""
+
+    status = 503
+    headers = {"Retry-After": "5"}
 
 
 class ProviderError(PiagentError):
@@ -114,7 +127,7 @@ def error_response(status: int, detail: Any, headers: dict | None = None) -> Res
 
 
 def _piagent_error(exc: PiagentError) -> Response:
-    if isinstance(exc, ProviderError):
+    if isinstance(exc, ProviderError | MemoryUnavailable):
         log.warning("%s: %s", type(exc).__name__, exc.detail)
     return error_response(exc.status, exc.detail, exc.headers)
 

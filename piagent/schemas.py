@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
@@ -74,3 +75,17 @@ def _locate(messages: Any, loc: tuple[str, ...] = ("body",)) -> list[dict[str, A
     if isinstance(messages, list):
         return [{"loc": list(loc), "msg": str(message)} for message in messages]
     return [{"loc": list(loc), "msg": str(messages)}]
+
+
+def conversation_id_or_422(value: str) -> str:
+    """A conversation id from the URL path, held to the same pattern as /chat's."""
+    if re.match(CONVERSATION_ID, value) is None:
+        raise InvalidFields(
+            [
+                {
+                    "loc": ["path", "conversation_id"],
+                    "msg": "conversation_id must be 1-128 of A-Z a-z 0-9 . _ : -",
+                }
+            ]
+        )
+    return value

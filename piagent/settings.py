@@ -15,6 +15,7 @@ from decouple import Config, RepositoryEmpty, RepositoryEnv
 
 PROVIDERS = ("ollama",)
 LOG_FORMATS = ("json", "text")
+MEMORY_BACKENDS = ("memory", "sqlite", "redis")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 
 
@@ -85,6 +86,23 @@ class Settings:
     )
     warmup: bool = _help(
         "Load the general agent's model into Ollama when a worker starts.", False
+    )
+    # --- Memory backends: durable and shared conversation memory ---
+    memory_backend: str = _help(
+        "Where conversations live: `memory` (in-process), `sqlite` or `redis`.",
+        "memory",
+    )
+    memory_sqlite_path: str = _help(
+        "SQLite file of MEMORY_BACKEND=sqlite (relative to the working directory).",
+        "piagent-memory.sqlite3",
+    )
+    redis_url: str = _help(
+        "Redis of MEMORY_BACKEND=redis: redis://[:password@]host:port/db, "
+        "rediss:// or unix:///path.sock.",
+        "redis://127.0.0.1:6379/0",
+    )
+    redis_timeout: float = _help(
+        "Seconds to connect to Redis or wait for its answer before a 503.", 1.0
     )
 
     def __post_init__(self) -> None:
@@ -265,8 +283,36 @@ def proxy_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
 
 
+def _check_memory_backend(s: Settings) -> None:
+    _require(
+        s.memory_backend in MEMORY_BACKENDS,
+        "MEMORY_BACKEND",
+        s.memory_backend,
+        "memory, sqlite or redis",
+    )
+    _require(s.redis_timeout > 0, "REDIS_TIMEOUT", s.redis_timeout, "seconds > 0")
+    if s.memory_backend == "sqlite":
+        parent = os.path.dirname(os.path.abspath(s.memory_sqlite_path))
+        _require(
+            bool(s.memory_sqlite_path.strip()) and os.path.isdir(parent),
+            "MEMORY_SQLITE_PATH",
+            s.memory_sqlite_path,
+            "a file path in an existing directory",
+        )
+    if s.memory_backend == "redis":
+        parts = urlsplit(s.redis_url)
+        _require(
+            parts.scheme in ("redis", "rediss", "unix")
+            and bool(parts.hostname or parts.path),
+            "REDIS_URL",
+            s.redis_url,
+            "a URL such as redis://127.0.0.1:6379/0",
+        )
+
+
 _CHECKS: tuple[Callable[[Settings], None], ...] = (
     _check_numbers,
     _check_text,
     _check_deployment,
+    _check_memory_backend,
 )

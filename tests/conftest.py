@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fake_ollama import FakeOllama
+from tests.redis_server import RedisServer, redis_available
 from tests.server import Server
 
 # Short so the timeout tests are quick; the default is sized for a cold Pi.
@@ -41,7 +43,11 @@ def start_server(
         key = tuple(sorted(settings.items()))
         if key not in servers:
             server = Server(tmp_path_factory.mktemp("server"), settings)
-            servers[key] = server.wait_ready()
+            try:
+                servers[key] = server.wait_ready()
+            except BaseException:
+                server.stop()  # a server that never got ready must not outlive us
+                raise
         return servers[key]
 
     yield start
@@ -69,3 +75,33 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(start_server: Callable[..., Server], ollama: FakeOllama) -> Server:
     return start_server()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; CI installs it, so CI never skips."""
+    if not redis_available():
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing; .ci/run should have installed it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_memory_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("sqlite") / "memory.sqlite3")
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def memory_env(
+    request: pytest.FixtureRequest, sqlite_memory_path: str
+) -> dict[str, str]:
+    """Server settings for each memory backend, for tests run against all three."""
+    if request.param == "sqlite":
+        return {"MEMORY_BACKEND": "sqlite", "MEMORY_SQLITE_PATH": sqlite_memory_path}
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_server").url
+        return {"MEMORY_BACKEND": "redis", "REDIS_URL": redis_url}
+    return {}

@@ -1,7 +1,8 @@
-"""The contract every memory store keeps (the in-process one now, shared ones later)."""
+"""The contract every memory store keeps: in-process, SQLite and Redis alike."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
@@ -10,22 +11,55 @@ class Message(NamedTuple):
     content: str
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """A stored conversation as the endpoints show it; times are Unix seconds."""
+
+    conversation_id: str
+    messages: list[Message]
+    created_at: float
+    updated_at: float
+    expires_at: float
+
+
 class MemoryStore(Protocol):
     """Per-conversation window of the last `max_turns` messages.
 
     - `history` returns the window oldest first, never starting with an assistant
       message (a reply without its question confuses the model), and counts as
       activity for the idle timeout and the least-recently-used order.
+    - `conversation` returns the same window with its times, or None when the
+      conversation is unknown or expired; it is an inspection, not activity.
     - `append_exchange` stores a user message and the assistant's reply together,
-      so concurrent requests on one conversation never interleave halves.
-    - Idle conversations expire after the TTL; beyond the cap the least recently
-      used conversation is forgotten.
+      so concurrent requests on one conversation (from any thread, greenlet or
+      process sharing the store) never lose or interleave halves.
+    - `forget` removes a conversation; forgetting an unknown one is no error.
+    - Idle conversations expire `ttl` seconds after their last activity; beyond
+      the cap the least recently used conversation is forgotten (ties in the
+      time of last use are broken arbitrarily).
+    - A store that cannot be reached raises `MemoryUnavailable` (a 503), never
+      hangs: every backend bounds its waits.
     """
 
+    def describe(self) -> str:
+        """Which store this is and where, for the start-up log."""
+        ...
+
     def history(self, conversation_id: str) -> list[Message]: ...
+
+    def conversation(self, conversation_id: str) -> Conversation | None: ...
 
     def append_exchange(
         self, conversation_id: str, user: str, assistant: str
     ) -> None: ...
 
+    def forget(self, conversation_id: str) -> None: ...
+
     def __len__(self) -> int: ...
+
+
+def drop_leading_reply(messages: list[Message]) -> list[Message]:
+    """The window without an opening assistant message whose question was dropped."""
+    if messages and messages[0].role == "assistant":
+        return messages[1:]
+    return messages

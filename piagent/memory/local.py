@@ -7,17 +7,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from piagent.memory.base import Message
+from piagent.memory.base import Conversation, Message, drop_leading_reply
 
 
 class _Conversation:
     """A tuple, not a deque: a deque's first block alone is about 600 bytes, and
     with hundreds of conversations that is RAM the model could use."""
 
-    __slots__ = ("messages", "touched")
+    __slots__ = ("messages", "created", "touched")
 
     def __init__(self, now: float) -> None:
         self.messages: tuple[Message, ...] = ()
+        self.created = now
         self.touched = now
 
 
@@ -35,7 +36,7 @@ class LocalMemoryStore:
         max_turns: int,
         ttl_seconds: float,
         max_conversations: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._max_turns = max_turns
         self._ttl = ttl_seconds
@@ -43,6 +44,9 @@ class LocalMemoryStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
+
+    def describe(self) -> str:
+        return "in-process (lost on restart, one per worker)"
 
     def history(self, conversation_id: str) -> list[Message]:
         with self._lock:
@@ -53,9 +57,21 @@ class LocalMemoryStore:
                 return []
             self._touch(conversation_id, conversation, now)
             messages = list(conversation.messages)
-        if messages and messages[0].role == "assistant":
-            del messages[0]
-        return messages
+        return drop_leading_reply(messages)
+
+    def conversation(self, conversation_id: str) -> Conversation | None:
+        with self._lock:
+            self._expire(self._clock())
+            found = self._conversations.get(conversation_id)
+            if found is None:
+                return None
+            return Conversation(
+                conversation_id,
+                drop_leading_reply(list(found.messages)),
+                found.created,
+                found.touched,
+                found.touched + self._ttl,
+            )
 
     def append_exchange(self, conversation_id: str, user: str, assistant: str) -> None:
         if self._max_turns == 0:
@@ -76,6 +92,10 @@ class LocalMemoryStore:
                 Message("assistant", assistant),
             )
             conversation.messages = messages[-self._max_turns :]
+
+    def forget(self, conversation_id: str) -> None:
+        with self._lock:
+            self._conversations.pop(conversation_id, None)
 
     def __len__(self) -> int:
         with self._lock:

@@ -139,7 +139,7 @@ class OllamaProvider:
             response = self._session.post(
                 self.host + "/api/generate",
                 data=json.dumps(body).encode(),
-                headers=self._json_headers,
+                headers={"Content-Type": "application/json"},
                 timeout=self._timeouts,
             )
             if response.status_code != 200:

@@ -1,0 +1,46 @@
+"""GET and DELETE /conversations/<id>: read a conversation's memory, or forget it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from piagent.errors import ConversationNotFound
+from piagent.schemas import conversation_id_or_422
+
+bp = Blueprint("conversations", __name__)
+
+
+@bp.get("/conversations/<conversation_id>")
+def read(conversation_id: str) -> Response:
+    """The stored window, oldest first; looking does not keep it alive."""
+    conversation_id = conversation_id_or_422(conversation_id)
+    memory = current_app.extensions["piagent"].memory
+    found = memory.conversation(conversation_id) if memory is not None else None
+    if found is None:
+        raise ConversationNotFound(
+            f"conversation {conversation_id!r} is unknown or has expired"
+        )
+    return jsonify(
+        conversation_id=found.conversation_id,
+        messages=[{"role": m.role, "content": m.content} for m in found.messages],
+        created_at=_iso(found.created_at),
+        updated_at=_iso(found.updated_at),
+        expires_at=_iso(found.expires_at),
+    )
+
+
+@bp.delete("/conversations/<conversation_id>")
+def forget(conversation_id: str) -> tuple[str, int]:
+    """Forget it; a conversation that is already gone is forgotten too (204)."""
+    conversation_id = conversation_id_or_422(conversation_id)
+    memory = current_app.extensions["piagent"].memory
+    if memory is not None:
+        memory.forget(conversation_id)
+    return "", 204
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")

@@ -1,0 +1,181 @@
+"""The Redis store: conversations shared by several piagent machines."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from piagent.errors import MemoryUnavailable
+from piagent.memory.base import Conversation, Message, drop_leading_reply
+
+PREFIX = "piagent:memory:"
+
+# KEYS: messages list, meta hash, LRU index. ARGV: now, cutoff (now - ttl),
+# ttl in ms, max turns, cap, user, assistant, id, key prefix. One script, so the
+# exchange, its trim, its expiry and the eviction are one atomic step.
+APPEND = """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+redis.call('RPUSH', KEYS[1], ARGV[6], ARGV[7])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('HSETNX', KEYS[2], 'created', ARGV[1])
+redis.call('HSET', KEYS[2], 'updated', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[8])
+local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+if excess > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, excess)) do
+    if excess > 0 and id ~= ARGV[8] then
+      redis.call('DEL', ARGV[9] .. id .. ':messages', ARGV[9] .. id .. ':meta')
+      redis.call('ZREM', KEYS[3], id)
+      excess = excess - 1
+    end
+  end
+end
+"""
+
+# Same KEYS; ARGV: now, ttl in ms, id. Reading is activity: it renews the TTL.
+HISTORY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[2], 'updated', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
+
+
+class RedisMemoryStore:
+    """Native TTLs on each conversation's keys, LTRIM-capped lists, and a sorted
+    set by last use as the LRU index.
+
+    The client keeps a connection pool and bounds every wait by `timeout`, so
+    Redis being down is a quick 503, never a hang; a connection that broke
+    while Redis restarted is retried once on a fresh one, so piagent recovers by
+    itself. Lua scripts are reloaded by the client if a restarted Redis lost them.
+    The clock gives the LRU scores and the times shown; expiry is Redis's own.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        max_turns: int,
+        ttl_seconds: float,
+        max_conversations: int,
+        timeout: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        prefix: str = PREFIX,
+    ) -> None:
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            decode_responses=True,
+        )
+        self._max_turns = max_turns
+        self._ttl = ttl_seconds
+        self._ttl_ms = max(1, round(ttl_seconds * 1000))
+        self._max_conversations = max_conversations
+        self._clock = clock
+        self._prefix = prefix
+        self._lru = prefix + "lru"
+        self._append = self.client.register_script(APPEND)
+        self._history = self.client.register_script(HISTORY)
+
+    def describe(self) -> str:
+        kwargs = self.client.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"redis at unix:{kwargs['path']} db {kwargs.get('db', 0)}"
+        return f"redis at {kwargs['host']}:{kwargs['port']} db {kwargs.get('db', 0)}"
+
+    def ping(self) -> None:
+        with self._mapped():
+            self.client.ping()
+
+    def history(self, conversation_id: str) -> list[Message]:
+        with self._mapped():
+            raw = self._history(
+                keys=self._keys(conversation_id),
+                args=[self._clock(), self._ttl_ms, conversation_id],
+            )
+        return drop_leading_reply(_decode(raw))
+
+    def conversation(self, conversation_id: str) -> Conversation | None:
+        messages_key, meta_key, _ = self._keys(conversation_id)
+        with self._mapped():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lrange(messages_key, 0, -1)
+            pipe.hmget(meta_key, "created", "updated")
+            raw, (created, updated) = pipe.execute()
+        if not raw or updated is None:
+            return None
+        updated_at = float(updated)
+        return Conversation(
+            conversation_id,
+            drop_leading_reply(_decode(raw)),
+            float(created or updated),
+            updated_at,
+            updated_at + self._ttl,
+        )
+
+    def append_exchange(self, conversation_id: str, user: str, assistant: str) -> None:
+        if self._max_turns == 0:
+            return
+        now = self._clock()
+        with self._mapped():
+            self._append(
+                keys=self._keys(conversation_id),
+                args=[
+                    now,
+                    now - self._ttl,
+                    self._ttl_ms,
+                    self._max_turns,
+                    self._max_conversations,
+                    json.dumps(["user", user], ensure_ascii=False),
+                    json.dumps(["assistant", assistant], ensure_ascii=False),
+                    conversation_id,
+                    self._prefix,
+                ],
+            )
+
+    def forget(self, conversation_id: str) -> None:
+        messages_key, meta_key, lru = self._keys(conversation_id)
+        with self._mapped():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(messages_key, meta_key)
+            pipe.zrem(lru, conversation_id)
+            pipe.execute()
+
+    def __len__(self) -> int:
+        with self._mapped():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zremrangebyscore(self._lru, "-inf", self._clock() - self._ttl)
+            pipe.zcard(self._lru)
+            return pipe.execute()[1]
+
+    def _keys(self, conversation_id: str) -> list[str]:
+        base = self._prefix + conversation_id
+        return [base + ":messages", base + ":meta", self._lru]
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """Redis failures (down, timeout, out of memory) become one 503."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise MemoryUnavailable(
+                f"conversation memory is unavailable ({self.describe()}: {exc}); "
+                "try again shortly"
+            ) from exc
+
+
+def _decode(raw: list[Any]) -> list[Message]:
+    return [Message(*json.loads(item)) for item in raw]

@@ -1,0 +1,110 @@
+"""GET and DELETE /conversations/<id> through the real server, on every backend."""
+
+import uuid
+from datetime import datetime
+
+import pytest
+import requests
+
+from tests.fake_ollama import DEFAULT_TOKENS
+
+REPLY = "".join(DEFAULT_TOKENS)
+
+
+def chat(server, message, conversation_id):
+    response = requests.post(
+        server.url + "/chat",
+        json={"message": message, "conversation_id": conversation_id},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+@pytest.fixture
+def memory_server(start_server, memory_env, ollama):
+    return start_server(**memory_env)
+
+
+def test_conversation_shows_its_messages_and_times(memory_server):
+    cid = f"show-{uuid.uuid4()}"
+    chat(memory_server, "first", cid)
+    chat(memory_server, "second ✓", cid)
+    response = requests.get(f"{memory_server.url}/conversations/{cid}", timeout=5)
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == [
+        "conversation_id",
+        "messages",
+        "created_at",
+        "updated_at",
+        "expires_at",
+    ]
+    assert body["conversation_id"] == cid
+    assert body["messages"] == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": REPLY},
+        {"role": "user", "content": "second ✓"},
+        {"role": "assistant", "content": REPLY},
+    ]
+    created, updated, expires = (
+        datetime.fromisoformat(body[key])
+        for key in ("created_at", "updated_at", "expires_at")
+    )
+    assert created <= updated
+    assert (expires - updated).total_seconds() == pytest.approx(3600, abs=0.01)
+    assert body["expires_at"].endswith("Z")
+
+
+def test_unknown_conversation_is_a_404(memory_server):
+    response = requests.get(f"{memory_server.url}/conversations/nobody-here", timeout=5)
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "conversation 'nobody-here' is unknown or has expired"
+    }
+
+
+def test_deleting_forgets_the_conversation_and_repeats_safely(memory_server, ollama):
+    cid = f"forget-{uuid.uuid4()}"
+    chat(memory_server, "remember this", cid)
+    url = f"{memory_server.url}/conversations/{cid}"
+    for _ in range(2):
+        response = requests.delete(url, timeout=5)
+        assert response.status_code == 204
+        assert response.content == b""
+    assert requests.get(url, timeout=5).status_code == 404
+    chat(memory_server, "and now?", cid)
+    assert [m["role"] for m in ollama.requests[-1]["messages"]] == ["system", "user"]
+
+
+@pytest.mark.parametrize("bad_id", ["has%20space", "x" * 129, "semi;colon", "%C3%A9"])
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_invalid_conversation_id_is_a_422_like_chat(server, method, bad_id):
+    response = requests.request(
+        method, f"{server.url}/conversations/{bad_id}", timeout=5
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["path", "conversation_id"],
+                "msg": "conversation_id must be 1-128 of A-Z a-z 0-9 . _ : -",
+            }
+        ]
+    }
+
+
+def test_other_methods_are_a_json_405(server):
+    response = requests.post(f"{server.url}/conversations/x", json={}, timeout=5)
+    assert response.status_code == 405
+    assert "detail" in response.json()
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "DELETE"}
+
+
+def test_with_memory_off_nothing_is_found_and_forgetting_succeeds(start_server):
+    server = start_server(ENABLE_MEMORY="false")
+    chat(server, "not kept", "off")
+    assert requests.get(f"{server.url}/conversations/off", timeout=5).status_code == 404
+    assert (
+        requests.delete(f"{server.url}/conversations/off", timeout=5).status_code == 204
+    )
