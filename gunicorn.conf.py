@@ -65,7 +65,10 @@ loglevel = _env("LOG_LEVEL", default="info")
 
 
 def on_starting(server):
-    """Warn when several workers would each keep their own conversations."""
+    """Tell piagent where gunicorn really listens; warn about several workers."""
+    # The command line (-b, GUNICORN_CMD_ARGS) may override BIND. Workers inherit
+    # the environment, and piagent refuses a non-loopback address without keys.
+    os.environ["BIND"] = ",".join(server.cfg.bind)
     in_process = _env("MEMORY_BACKEND", default="memory").strip() == "memory"
     if workers > 1 and in_process and _env("ENABLE_MEMORY", default=True, cast=bool):
         server.log.warning(

@@ -9,19 +9,22 @@ from dataclasses import dataclass
 from flask import Flask
 
 from piagent.agents import Agent, load_agents
+from piagent.auth import install_auth, load_api_keys
 from piagent.blueprints.agents import bp as agents_bp
 from piagent.blueprints.chat import bp as chat_bp
 from piagent.blueprints.conversations import bp as conversations_bp
 from piagent.blueprints.health import bp as health_bp
 from piagent.blueprints.ready import bp as ready_bp
 from piagent.chat import ChatService
+from piagent.cors import install_cors
 from piagent.errors import register_error_handlers
 from piagent.memory import MemoryStore, build_memory
 from piagent.providers import OllamaProvider, Provider
 from piagent.proxy import TrustedProxies
+from piagent.rate_limits import install_rate_limits
 from piagent.requestlog import init_request_log
 from piagent.schemas import ChatRequestSchema
-from piagent.settings import Settings
+from piagent.settings import Settings, is_loopback_bind
 from piagent.warmup import start_warm_up
 
 __version__ = "0.4.0"
@@ -45,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     _configure_logging(settings)
     agent_table = load_agents(settings)
+    api_keys = load_api_keys(settings)
     provider = build_provider(settings)
     memory = build_memory(settings)
     log.info(
@@ -67,6 +71,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     init_request_log(app, settings)
+    # Order matters: limits first, so wrong keys are counted too; CORS headers
+    # go on every answer, errors included, so browser code can read them.
+    install_rate_limits(app, settings, api_keys, chat_bp, unlimited=[health_bp])
+    install_auth(app, api_keys)
+    install_cors(app, settings)
+    _log_guards(settings, len(api_keys))
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     _probe_in_background(provider, agent_table)
     if settings.warmup:
@@ -100,6 +110,27 @@ def _configure_logging(settings: Settings) -> None:
     elif not log.handlers and not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(settings.log_level.upper())
+
+
+def _log_guards(settings: Settings, key_count: int) -> None:
+    """One line on how piagent is guarded, and a warning when it is not."""
+    if not key_count and not is_loopback_bind(settings.bind):
+        log.warning(
+            "serving %s without API keys (ALLOW_UNAUTHENTICATED=true): anyone who "
+            "can reach it may use the model",
+            settings.bind,
+        )
+    log.info(
+        "guards: %s; rate limits /chat %s, others %s; CORS %s; %d generation(s) "
+        "at once, %d waiting, %g s each at most",
+        f"{key_count} API key(s)" if key_count else "no API keys",
+        settings.rate_limit_chat or "none",
+        settings.rate_limit_default or "none",
+        settings.cors_origins or "off",
+        settings.max_concurrent_generations,
+        settings.max_queued_generations,
+        settings.max_generation_seconds,
+    )
 
 
 def _probe_in_background(provider: Provider, agent_table: dict[str, Agent]) -> None:

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from piagent import stats as endings
 from piagent.agents import Agent
 from piagent.errors import (
+    GenerationTimeout,
     MemoryUnavailable,
     ProviderError,
     StreamAborted,
     StreamStalled,
     invalid_field,
 )
+from piagent.generation_queue import GenerationQueue, Slot, always_present
 from piagent.memory import MemoryStore, Message
 from piagent.providers import Provider, Reply, TokenStream
 from piagent.settings import Settings
@@ -62,13 +64,35 @@ def build_messages(
 
 @dataclass(frozen=True)
 class Turn:
-    """One validated request, ready for the model."""
+    """One validated request; its history is read once it holds a slot."""
 
     conversation_id: str
     agent: Agent
     message: str
-    messages: list[dict[str, str]]
     stats: TurnStats = field(default_factory=TurnStats, compare=False)
+
+
+class _Relay:
+    """A relay generator whose close() frees the slot even if it never ran.
+
+    A generator that was never started skips its `finally` on close(), and a
+    response can be dropped before its first token is asked for.
+    """
+
+    def __init__(self, tokens: Iterator[str], upstream: TokenStream, slot: Slot):
+        self._tokens = tokens
+        self._upstream = upstream
+        self._slot = slot
+
+    def __iter__(self) -> Iterator[str]:
+        return self._tokens
+
+    def close(self) -> None:
+        try:
+            self._tokens.close()
+        finally:
+            self._upstream.close()
+            self._slot.release()
 
 
 class ChatService:
@@ -78,6 +102,7 @@ class ChatService:
         agents: Mapping[str, Agent],
         provider: Provider,
         memory: MemoryStore | None,
+        queue: GenerationQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
@@ -85,6 +110,12 @@ class ChatService:
         self._provider = provider
         self._memory = memory if settings.enable_memory else None
         self._budget = settings.ctx_tokens - settings.max_tokens
+        self._queue = queue or GenerationQueue(
+            settings.max_concurrent_generations,
+            settings.max_queued_generations,
+            settings.max_generation_seconds,
+            read_horizon=settings.ollama_timeout + 1,
+        )
         self.provider_name = provider.name
 
     def agent_names(self) -> list[str]:
@@ -95,46 +126,78 @@ class ChatService:
         return sorted({agent.model for agent in self._agents.values()})
 
     def start(self, message: str, agent_name: str, conversation_id: str | None) -> Turn:
-        """Resolve the agent and the conversation; nothing is stored yet."""
+        """Resolve the agent and the conversation; memory is not touched yet."""
         agent = self._agents.get(agent_name)
         if agent is None:
             known = ", ".join(self.agent_names())
             raise invalid_field(
                 "agent", f"unknown agent {agent_name!r}; known agents: {known}"
             )
-        conversation_id = conversation_id or str(uuid.uuid4())
-        history = (
-            self._memory.history(conversation_id) if self._memory is not None else []
-        )
-        messages = build_messages(agent.system_prompt, history, message, self._budget)
-        return Turn(conversation_id, agent, message, messages)
+        return Turn(conversation_id or str(uuid.uuid4()), agent, message)
 
-    def reply(self, turn: Turn) -> Reply:
+    def _messages(self, turn: Turn) -> list[dict[str, str]]:
+        # Read only once the slot is held: a message that waited behind an
+        # earlier one of the same conversation then sees that exchange, and a
+        # request refused by the queue has not touched memory.
+        history = (
+            self._memory.history(turn.conversation_id)
+            if self._memory is not None
+            else []
+        )
+        return build_messages(
+            turn.agent.system_prompt, history, turn.message, self._budget
+        )
+
+    def reply(
+        self, turn: Turn, client_present: Callable[[], bool] = always_present
+    ) -> Reply:
         """The whole reply; a failure anywhere raises and records nothing, since
         the caller receives an error instead of text. A store that fails to record
         it is a 503 too: a 200 means the exchange is in memory."""
-        reply = self._provider.complete(turn.agent.model, turn.messages)
-        stats = turn.stats
-        stats.ended_at = self._clock()
-        stats.first_token_at = reply.first_token_at
-        stats.usage, stats.reply, stats.ending = reply.usage, reply.text, endings.OK
-        self._record(turn, reply.text)
+        slot = self._queue.acquire(client_present)
+        try:
+            messages = self._messages(turn)
+            with slot.bounded():
+                reply = self._provider.complete(turn.agent.model, messages)
+            stats = turn.stats
+            stats.ended_at = self._clock()
+            stats.first_token_at = reply.first_token_at
+            stats.usage, stats.reply, stats.ending = reply.usage, reply.text, endings.OK
+            self._record(turn, reply.text)
+        finally:
+            slot.release()
         return reply
 
-    def stream(self, turn: Turn) -> Iterator[str]:
-        """A primed stream: failures before the first token raise here."""
-        upstream = self._provider.stream(turn.agent.model, turn.messages)
+    def stream(
+        self, turn: Turn, client_present: Callable[[], bool] = always_present
+    ) -> Iterator[str]:
+        """A primed stream: failures before the first token raise here. The
+        slot is held until the stream ends, fails, runs out of time, or its
+        client goes (gunicorn then closes the iterator)."""
+        slot = self._queue.acquire(client_present)
+        try:
+            messages = self._messages(turn)
+            with slot.bounded():
+                upstream = self._provider.stream(turn.agent.model, messages)
+        except BaseException:
+            slot.release()
+            raise
         # The provider returns once the first text arrived (or none will).
         turn.stats.first_token_at = self._clock()
-        return self._relay(turn, upstream)
+        return _Relay(self._relay(turn, upstream, slot), upstream, slot)
 
-    def _relay(self, turn: Turn, upstream: TokenStream) -> Iterator[str]:
+    def _relay(self, turn: Turn, upstream: TokenStream, slot: Slot) -> Iterator[str]:
         # A token counts as seen once the server asks for the next one, i.e.
-        # after writing it; a client that left is noticed at that write.
+        # after writing it; a client that left is noticed at that write. The
+        # deadline is armed only while waiting on the model, never at `yield`.
         seen: list[str] = []
         stats = turn.stats
+        tokens = iter(upstream)
         try:
-            for token in upstream:
+            while True:
+                token = slot.next_within(tokens)
+                if token is None:
+                    break
                 yield token
                 seen.append(token)
             stats.ending = endings.OK
@@ -147,7 +210,7 @@ class ChatService:
             )
             raise
         except ProviderError as exc:
-            stalled = isinstance(exc, StreamStalled)
+            stalled = isinstance(exc, StreamStalled | GenerationTimeout)
             stats.ending = endings.TIMEOUT if stalled else endings.UPSTREAM_ERROR
             log.warning(
                 "stream of conversation %s cut after %d chars: %s",
@@ -170,6 +233,8 @@ class ChatService:
                 # The 200 and the text went out already: all that is left is to say
                 # the exchange was not stored.
                 log.warning("exchange of %s not stored: %s", turn.conversation_id, exc)
+            finally:
+                slot.release()
 
     def _record(self, turn: Turn, reply: str) -> None:
         if self._memory is not None and reply:

@@ -3,17 +3,21 @@
 PiagentError                       500  (never raised as such)
  ├── RequestError                        the caller can fix it
  │    ├── BadRequest                400  body is not a JSON object
+ │    ├── Unauthorized              401  no API key, or a wrong one
  │    ├── PayloadTooLarge           413  body over MAX_BODY_BYTES
  │    ├── UnsupportedMediaType      415  not application/json
  │    ├── ConversationNotFound      404  unknown or expired conversation id
- │    └── InvalidFields             422  [{"loc": [...], "msg": ...}, ...]
+ │    ├── InvalidFields             422  [{"loc": [...], "msg": ...}, ...]
+ │    └── ClientGone                499  left while waiting (nobody reads it)
  ├── MemoryUnavailable             503  the memory store cannot be reached
+ ├── QueueFull                      503  too many generations waiting; Retry-After
  └── ProviderError                       the model server let us down
       ├── ProviderUnreachable       502  connection refused / failed
       ├── ModelMissing              502  model not pulled
       ├── ProviderFailed            502  an error status, error line, bad line
       ├── ProviderBusy              503  the model server's queue is full
       ├── ProviderTimeout           504  no byte within OLLAMA_TIMEOUT
+      │    └── GenerationTimeout    504  past MAX_GENERATION_SECONDS
       └── StreamBroken              502  failed after the first token
            └── StreamStalled        502  ...by sending nothing within OLLAMA_TIMEOUT
 """
@@ -72,6 +76,33 @@ class MemoryUnavailable(PiagentError):
     headers = {"Retry-After": "5"}
 
 
+class Unauthorized(RequestError):
+    """401 with the RFC 6750 challenge; the detail never repeats what was sent."""
+
+    status = 401
+
+    def __init__(self, detail: str, invalid: bool) -> None:
+        super().__init__(detail)
+        challenge = 'Bearer realm="piagent"'
+        if invalid:
+            challenge += ', error="invalid_token"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class ClientGone(RequestError):
+    """The client left while waiting for a slot; 499 as nginx logs it."""
+
+    status = 499
+
+
+class QueueFull(PiagentError):
+    status = 503
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class ProviderError(PiagentError):
     status = 502
 
@@ -95,6 +126,10 @@ class ProviderBusy(ProviderError):
 
 class ProviderTimeout(ProviderError):
     status = 504
+
+
+class GenerationTimeout(ProviderTimeout):
+    """The whole generation outlived MAX_GENERATION_SECONDS."""
 
 
 class StreamBroken(ProviderError):
@@ -134,7 +169,11 @@ def _piagent_error(exc: PiagentError) -> Response:
 
 def _http_error(exc: HTTPException) -> Response:
     headers = {key: value for key, value in exc.get_headers() if key.lower() == "allow"}
-    return error_response(exc.code or 500, exc.description, headers)
+    detail = exc.description
+    if exc.code == 429:
+        # Flask-Limiter describes only the limit; its headers say when to retry.
+        detail = f"rate limit exceeded ({detail}); retry after Retry-After seconds"
+    return error_response(exc.code or 500, detail, headers)
 
 
 def _unexpected_error(exc: Exception) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -12,11 +13,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
+from limits import parse_many
 
 PROVIDERS = ("ollama",)
 LOG_FORMATS = ("json", "text")
 MEMORY_BACKENDS = ("memory", "sqlite", "redis")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+CORS_ORIGIN_PATTERN = re.compile(
+    r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?"
+)
 
 
 class SettingsError(ValueError):
@@ -103,6 +108,47 @@ class Settings:
     )
     redis_timeout: float = _help(
         "Seconds to connect to Redis or wait for its answer before a 503.", 1.0
+    )
+    # --- LAN security: API keys, rate limits, CORS, the generation queue ---
+    bind: str = _help(
+        "Where gunicorn listens; gunicorn.conf.py hands piagent gunicorn's real "
+        "bind, so a non-loopback one without API keys can be refused.",
+        "127.0.0.1:8000",
+    )
+    api_keys: str = field(
+        default="",
+        repr=False,
+        metadata={"help": "Comma-separated API keys; empty: none from here."},
+    )
+    api_keys_file: str = _help(
+        "File of API keys, one a line, `#` comments allowed.", ""
+    )
+    allow_unauthenticated: bool = _help(
+        "Serve a non-loopback address without API keys (anyone there may use it).",
+        False,
+    )
+    rate_limit_chat: str = _help(
+        "Limits on POST /chat per key (or client address), e.g. 30/minute;500/day; "
+        "empty: none.",
+        "30/minute",
+    )
+    rate_limit_default: str = _help(
+        "Limits on the other endpoints except /health, per key or address; "
+        "empty: none.",
+        "120/minute",
+    )
+    cors_origins: str = _help(
+        "Comma-separated browser origins allowed to call piagent; empty: no CORS.",
+        "",
+    )
+    max_concurrent_generations: int = _help(
+        "Generations talking to the model at once (like OLLAMA_NUM_PARALLEL).", 1
+    )
+    max_queued_generations: int = _help(
+        "Requests that may wait for a generation slot; more get a 503.", 4
+    )
+    max_generation_seconds: float = _help(
+        "Deadline of one whole generation, first byte to last, in seconds.", 600.0
     )
 
     def __post_init__(self) -> None:
@@ -310,9 +356,96 @@ def _check_memory_backend(s: Settings) -> None:
         )
 
 
+def api_keys_configured(s: Settings) -> bool:
+    """Whether any key source is set; an API_KEYS_FILE without keys fails later."""
+    return any(key.strip() for key in s.api_keys.split(",")) or bool(
+        s.api_keys_file.strip()
+    )
+
+
+def is_loopback_bind(bind: str) -> bool:
+    """True when every address of a gunicorn bind is reachable from this host only.
+
+    Unix sockets count as local; `fd://` and host names other than localhost
+    cannot be told apart from a LAN address, so they do not.
+    """
+    for address in filter(None, (part.strip() for part in bind.split(","))):
+        if address.startswith("unix:"):
+            continue
+        if address.startswith("fd://"):
+            return False
+        address = address.removeprefix("tcp://")
+        if address.startswith("["):
+            host = address[1:].partition("]")[0]
+        else:
+            host = address.rpartition(":")[0] if ":" in address else address
+        if host == "localhost":
+            continue
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def _check_security(s: Settings) -> None:
+    _require(
+        api_keys_configured(s) or s.allow_unauthenticated or is_loopback_bind(s.bind),
+        "BIND",
+        s.bind,
+        "a loopback address while no API keys are set (set API_KEYS or "
+        "API_KEYS_FILE, or ALLOW_UNAUTHENTICATED=true to serve the network "
+        "without keys)",
+    )
+    for variable, value in (
+        ("RATE_LIMIT_CHAT", s.rate_limit_chat),
+        ("RATE_LIMIT_DEFAULT", s.rate_limit_default),
+    ):
+        if not value.strip():
+            continue
+        try:
+            parsed = parse_many(value.strip())
+        except ValueError:
+            parsed = []
+        _require(
+            bool(parsed) and all(item.amount >= 1 for item in parsed),
+            variable,
+            value,
+            "limits such as 30/minute;500/day (empty for none)",
+        )
+    for origin in filter(None, (o.strip() for o in s.cors_origins.split(","))):
+        _require(
+            origin == "*" or CORS_ORIGIN_PATTERN.fullmatch(origin) is not None,
+            "CORS_ORIGINS",
+            s.cors_origins,
+            "origins such as http://192.168.1.20:8080 (scheme://host[:port], "
+            "no path), comma-separated, or *",
+        )
+    _require(
+        s.max_concurrent_generations >= 1,
+        "MAX_CONCURRENT_GENERATIONS",
+        s.max_concurrent_generations,
+        "an integer >= 1",
+    )
+    _require(
+        s.max_queued_generations >= 0,
+        "MAX_QUEUED_GENERATIONS",
+        s.max_queued_generations,
+        "an integer >= 0",
+    )
+    _require(
+        s.max_generation_seconds > 0,
+        "MAX_GENERATION_SECONDS",
+        s.max_generation_seconds,
+        "seconds > 0",
+    )
+
+
 _CHECKS: tuple[Callable[[Settings], None], ...] = (
     _check_numbers,
     _check_text,
     _check_deployment,
     _check_memory_backend,
+    _check_security,
 )

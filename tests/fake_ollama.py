@@ -54,6 +54,8 @@ class Behaviour:
     fault: str | None = None
     fault_after: int = 2
     models: tuple[str, ...] = ("qwen2.5:3b-instruct",)
+    # Start every reply with the user's message and "|", to tell replies apart.
+    echo: bool = False
 
     def __post_init__(self) -> None:
         # A typo in a fault name would otherwise silently test the happy path.
@@ -273,6 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
             return _dumps(line(text, done_reason="stop", done=True, **metrics))
 
         tokens, fault = list(b.tokens), b.fault
+        if b.echo:
+            tokens.insert(0, texts[-1] + "|")
         if req.get("stream", True) is False:
             self._pause(b.delay * len(tokens))
             if fault == "hang_mid":

@@ -15,7 +15,12 @@ from tests.fake_ollama import Behaviour
 
 @pytest.fixture(params=["sqlite", "redis"])
 def shared_env(request, fake_ollama, tmp_path):
-    env = {"OLLAMA_HOST": fake_ollama.url, "WORKERS": "2"}
+    env = {
+        "OLLAMA_HOST": fake_ollama.url,
+        "WORKERS": "2",
+        "RATE_LIMIT_CHAT": "",
+        "RATE_LIMIT_DEFAULT": "",
+    }
     if request.param == "sqlite":
         env.update(
             MEMORY_BACKEND="sqlite", MEMORY_SQLITE_PATH=str(tmp_path / "m.sqlite3")
@@ -69,7 +74,13 @@ def test_acknowledged_exchanges_survive_a_killed_master(launch, shared_env, olla
 
 
 def test_workers_share_one_conversation_without_loss(launch, shared_env, ollama):
-    env = dict(shared_env, MEMORY_MAX_TURNS="200", CTX_TOKENS="16384")
+    # 50 at once on purpose: the generation queue would turn most away.
+    env = dict(
+        shared_env,
+        MEMORY_MAX_TURNS="200",
+        CTX_TOKENS="16384",
+        MAX_CONCURRENT_GENERATIONS="50",
+    )
     server = launch(env).wait_ready()
     ollama.behaviour = Behaviour(tokens=["ok"], delay=0.01)
     cid = f"busy-{uuid.uuid4().hex}"

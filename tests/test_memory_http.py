@@ -145,7 +145,11 @@ def test_client_leaving_closes_upstream_and_keeps_the_partial_reply(server, olla
 def test_concurrent_requests_on_one_conversation_lose_and_mix_nothing(
     start_server, ollama
 ):
-    server = start_server(MEMORY_MAX_TURNS="200", CTX_TOKENS="16384")
+    server = start_server(
+        MEMORY_MAX_TURNS="200",
+        CTX_TOKENS="16384",
+        MAX_CONCURRENT_GENERATIONS="50",
+    )
     ollama.behaviour = Behaviour(tokens=["ok"], delay=0.01)
     barrier = threading.Barrier(50)
     failures = []

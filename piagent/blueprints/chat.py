@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, jsonify
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from piagent.blueprints.connection import client_probe
 from piagent.blueprints.json_body import read_json_object
 from piagent.schemas import load_or_422
 
@@ -26,15 +27,16 @@ def chat() -> Response:
     )
     g.conversation_id = turn.conversation_id
     g.turn = turn  # read by the request log when the response is closed
+    present = client_probe(request.environ)
     if not fields["stream"]:
-        reply = services.chat.reply(turn)
+        reply = services.chat.reply(turn, present)
         return jsonify(
             reply=reply.text,
             conversation_id=turn.conversation_id,
             model=reply.model,
             provider=services.chat.provider_name,
         )
-    tokens = services.chat.stream(turn)
+    tokens = services.chat.stream(turn, present)
     return Response(
         tokens, content_type="text/plain; charset=utf-8", headers=STREAM_HEADERS
     )

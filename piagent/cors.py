@@ -1,0 +1,41 @@
+"""CORS for browser pages on other origins, only when CORS_ORIGINS names some."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_cors import CORS
+
+from piagent.settings import Settings
+
+# Headers browser code may send, and may read beyond the always-readable ones:
+# the conversation id of a stream, and when to retry after a 429 or 503.
+ALLOW_HEADERS = ["Authorization", "Content-Type", "X-API-Key"]
+EXPOSE_HEADERS = [
+    "X-Conversation-Id",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+]
+PREFLIGHT_CACHE_SECONDS = 600
+
+
+def install_cors(app: Flask, settings: Settings) -> None:
+    """Answer allowed origins (and their preflights); others get no CORS header
+    at all, so their browsers refuse to hand the reply to the page.
+
+    No cookies are involved (keys travel in headers the page sets itself), so
+    credentials stay off and `*` is safe to allow when keys are required.
+    """
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if not origins:
+        return
+    CORS(
+        app,
+        origins="*" if "*" in origins else origins,
+        allow_headers=ALLOW_HEADERS,
+        expose_headers=EXPOSE_HEADERS,
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=PREFLIGHT_CACHE_SECONDS,
+        supports_credentials=False,
+    )

@@ -1,0 +1,215 @@
+"""The generation queue: a few generations at once, a short FIFO line, a deadline.
+
+A Pi runs one generation at a time, and Ollama queues the rest without bound
+(ollama/ollama#7758), so piagent keeps its own line: at most
+MAX_CONCURRENT_GENERATIONS requests talk to the model, at most
+MAX_QUEUED_GENERATIONS wait for them in arrival order, and anyone beyond that
+gets a 503 at once with a Retry-After estimated from recent generations.
+
+A freed slot is handed straight to the first waiter, so a request arriving at
+that moment cannot overtake the line. Waiting writes nothing to the client, and
+WSGI has no disconnect signal, so a waiter asks `client_present` every
+POLL_SECONDS (the blueprint peeks at the socket for EOF) and leaves the line
+when its client has gone. Locks and events are the threading ones: under
+gunicorn's gevent worker they are patched into their greenlet versions.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import gevent
+from gevent import monkey
+
+from piagent.errors import ClientGone, GenerationTimeout, QueueFull
+
+POLL_SECONDS = 0.25
+WINDOW = 20
+# Per generation, until one has been measured: a short reply on a warm Pi.
+FIRST_GUESS_SECONDS = 10.0
+MAX_RETRY_AFTER = 3600
+
+
+def always_present() -> bool:
+    return True
+
+
+def estimate_wait(
+    durations: list[float], position: int, concurrent: int, guess: float
+) -> int:
+    """Seconds until `position` generations ahead have finished: the mean of
+    recent durations times the position, shared by the concurrent slots."""
+    mean = sum(durations) / len(durations) if durations else guess
+    seconds = math.ceil(mean * position / concurrent)
+    return min(max(seconds, 1), MAX_RETRY_AFTER)
+
+
+class _Waiter:
+    __slots__ = ("event", "granted")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.granted = False
+
+
+class Slot:
+    """The right to talk to the model, until `release()` (safe to call twice)."""
+
+    def __init__(self, queue: GenerationQueue, started: float) -> None:
+        self._queue = queue
+        self.started = started
+        self.deadline = started + queue.max_seconds
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._queue._release(self._queue.clock() - self.started)
+
+    def expired(self) -> bool:
+        return self._queue.clock() >= self.deadline
+
+    def timeout_error(self) -> GenerationTimeout:
+        seconds = f"{self._queue.max_seconds:g}"
+        return GenerationTimeout(
+            f"the generation took longer than MAX_GENERATION_SECONDS={seconds} s"
+        )
+
+    def next_within(self, tokens: Iterator[str]) -> str | None:
+        """next(tokens, None) within the deadline, cheaply for each token.
+
+        A blocked read returns within the provider's read timeout anyway, so a
+        timer is armed only once the deadline is nearer than that; before, a
+        clock check afterwards is enough, and the per-token path stays lean.
+        """
+        if self.deadline - self._queue.clock() > self._queue.read_horizon:
+            token = next(tokens, None)
+            if self.expired():
+                raise self.timeout_error()
+            return token
+        with self.bounded():
+            return next(tokens, None)
+
+    @contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Raise GenerationTimeout if the body runs into the deadline.
+
+        Under gevent a timer interrupts a blocked read at the deadline; the
+        caller then closes the upstream response, which is how Ollama learns
+        to stop. Without gevent (tests in one thread) only the time between
+        steps is checked. Arm it around model calls only, never around a
+        `yield` to the server, or the timer could fire inside gunicorn.
+        """
+        remaining = self.deadline - self._queue.clock()
+        if remaining <= 0:
+            raise self.timeout_error()
+        if not monkey.is_module_patched("socket"):
+            yield
+            if self.expired():
+                raise self.timeout_error()
+            return
+        timer = gevent.Timeout(remaining)
+        timer.start()
+        try:
+            yield
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise self.timeout_error() from None
+        finally:
+            timer.close()
+
+
+class GenerationQueue:
+    def __init__(
+        self,
+        max_concurrent: int,
+        max_queued: int,
+        max_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        poll_seconds: float = POLL_SECONDS,
+        read_horizon: float = 0.0,
+    ) -> None:
+        """`read_horizon`: longest a provider read can block (OLLAMA_TIMEOUT plus a
+        margin); 0 arms a timer around every read."""
+        self.max_concurrent = max_concurrent
+        self.read_horizon = read_horizon
+        self.max_queued = max_queued
+        self.max_seconds = max_seconds
+        self.clock = clock
+        self._poll = poll_seconds
+        self._lock = threading.Lock()
+        self._active = 0
+        self._waiting: deque[_Waiter] = deque()
+        self._durations: deque[float] = deque(maxlen=WINDOW)
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def retry_after(self, position: int) -> int:
+        with self._lock:
+            durations = list(self._durations)
+        return estimate_wait(
+            durations, position, self.max_concurrent, FIRST_GUESS_SECONDS
+        )
+
+    def acquire(self, client_present: Callable[[], bool] = always_present) -> Slot:
+        """A slot now, or after the requests ahead of this one; QueueFull if
+        the line is full, ClientGone if the client leaves while waiting."""
+        with self._lock:
+            if self._active < self.max_concurrent and not self._waiting:
+                self._active += 1
+                return Slot(self, self.clock())
+            if len(self._waiting) >= self.max_queued:
+                position = len(self._waiting) + 1
+                durations = list(self._durations)
+                full = True
+            else:
+                waiter = _Waiter()
+                self._waiting.append(waiter)
+                full = False
+        if full:
+            seconds = estimate_wait(
+                durations, position, self.max_concurrent, FIRST_GUESS_SECONDS
+            )
+            raise QueueFull(
+                f"{self.max_concurrent} generation(s) running and "
+                f"{self.max_queued} waiting; try again in about {seconds} s",
+                retry_after=seconds,
+            )
+        try:
+            while not waiter.event.wait(self._poll):
+                if not client_present():
+                    raise ClientGone("the client left while waiting for the model")
+        except BaseException:
+            with self._lock:
+                if waiter.granted:
+                    self._hand_over()
+                else:
+                    self._waiting.remove(waiter)
+            raise
+        return Slot(self, self.clock())
+
+    def _release(self, duration: float) -> None:
+        with self._lock:
+            self._durations.append(duration)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Pass a finished slot to the first waiter, or free it (lock held)."""
+        if self._waiting:
+            waiter = self._waiting.popleft()
+            waiter.granted = True
+            waiter.event.set()
+        else:
+            self._active -= 1

@@ -1,0 +1,68 @@
+"""Rate limits per API key (or client address), by Flask-Limiter in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flask import Blueprint, Flask, Response, request
+from flask_limiter import Limiter
+
+from piagent.auth import ApiKeys, caller
+from piagent.settings import Settings
+
+LIMITER_RETRY_AFTER = "X-Piagent-Limiter-Retry-After"
+
+
+def install_rate_limits(
+    app: Flask,
+    settings: Settings,
+    keys: ApiKeys,
+    chat: Blueprint,
+    unlimited: Iterable[Blueprint],
+) -> Limiter | None:
+    """RATE_LIMIT_CHAT on the chat blueprint, RATE_LIMIT_DEFAULT on the rest.
+
+    Must be installed before the API-key check: a request with a wrong key is
+    then counted against its client address, so guessing keys is rate limited
+    too. In-memory counters: they live in the worker (WORKERS=1) and start
+    afresh on restart. The moving window means "at most N in any minute", with
+    no burst at a window's edge.
+    """
+    chat_limit = settings.rate_limit_chat.strip()
+    default_limit = settings.rate_limit_default.strip()
+    if not chat_limit and not default_limit:
+        return None
+    app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    # Flask-Limiter would put a Retry-After on every answer, even a 200, and
+    # raise the 503's own estimate to its window; it gets a header of its own,
+    # turned into Retry-After on its 429s only (below).
+    app.config["RATELIMIT_HEADER_RETRY_AFTER"] = LIMITER_RETRY_AFTER
+    limiter = Limiter(
+        lambda: caller(keys).label,
+        storage_uri="memory://",
+        strategy="moving-window",
+        default_limits=[default_limit] if default_limit else [],
+        headers_enabled=True,
+    )
+    if chat_limit:
+        limiter.limit(chat_limit)(chat)
+    else:
+        limiter.exempt(chat)
+    for blueprint in unlimited:
+        limiter.exempt(blueprint)
+
+    @limiter.request_filter
+    def preflight() -> bool:
+        return request.method == "OPTIONS"
+
+    # after_request functions run in reverse order: this one runs after
+    # Flask-Limiter's, which rounds a retry under a second down to 0.
+    @app.after_request
+    def retry_after_on_429_only(response: Response) -> Response:
+        seconds = response.headers.pop(LIMITER_RETRY_AFTER, None)
+        if response.status_code == 429 and seconds is not None:
+            response.headers["Retry-After"] = str(max(int(seconds), 1))
+        return response
+
+    limiter.init_app(app)
+    return limiter

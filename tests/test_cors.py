@@ -1,0 +1,92 @@
+"""CORS: off by default; an allowlisted origin may call, preflight included."""
+
+import pytest
+import requests
+
+from piagent.settings import Settings, SettingsError
+
+KEY = "kitchen-tablet-0123456789abcdef"
+PAGE = "http://192.168.1.20:8080"
+
+
+def test_no_cors_headers_without_an_allowlist(server):
+    response = requests.post(
+        server.url + "/chat",
+        json={"message": "hi"},
+        headers={"Origin": PAGE},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert not [h for h in response.headers if h.lower().startswith("access-control")]
+
+
+@pytest.fixture
+def browser_server(start_server):
+    return start_server(CORS_ORIGINS=f"{PAGE},https://home.example", API_KEYS=KEY)
+
+
+def test_preflight_from_an_allowed_origin_is_answered_without_a_key(browser_server):
+    response = requests.options(
+        browser_server.url + "/chat",
+        headers={
+            "Origin": PAGE,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+        timeout=5,
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == PAGE
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    allowed = response.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" in allowed and "content-type" in allowed
+
+
+def test_allowed_origin_may_read_the_conversation_id_of_a_stream(browser_server):
+    response = requests.post(
+        browser_server.url + "/chat",
+        json={"message": "hi", "stream": True},
+        headers={"Origin": PAGE, "Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == PAGE
+    exposed = response.headers["Access-Control-Expose-Headers"]
+    assert "X-Conversation-Id" in exposed and "Retry-After" in exposed
+    assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+def test_errors_carry_cors_headers_so_the_page_can_read_them(browser_server):
+    response = requests.post(
+        browser_server.url + "/chat",
+        json={"message": "hi"},
+        headers={"Origin": PAGE},
+        timeout=10,
+    )
+    assert response.status_code == 401
+    assert response.headers["Access-Control-Allow-Origin"] == PAGE
+
+
+def test_other_origins_get_no_cors_headers(browser_server):
+    for method in ("OPTIONS", "POST"):
+        response = requests.request(
+            method,
+            browser_server.url + "/chat",
+            json={"message": "hi"},
+            headers={
+                "Origin": "http://evil.example",
+                "Access-Control-Request-Method": "POST",
+                "Authorization": f"Bearer {KEY}",
+            },
+            timeout=10,
+        )
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "value", ["192.168.1.20:8080", "http://pi.local/", "http://pi.local/app", "ftp://x"]
+)
+def test_origins_must_be_scheme_host_port(value):
+    with pytest.raises(SettingsError) as caught:
+        Settings(cors_origins=value)
+    assert str(caught.value).startswith(f"CORS_ORIGINS={value!r}: expected origins")
