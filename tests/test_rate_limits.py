@@ -61,6 +61,25 @@ def test_each_key_has_its_own_budget_and_wrong_keys_share_the_address(start_serv
     assert KEY not in log and OTHER not in log
 
 
+def test_clients_behind_a_trusted_proxy_have_budgets_of_their_own(start_server):
+    server = start_server(RATE_LIMIT_CHAT="1/minute", RATE_LIMIT_DEFAULT="")
+    kitchen = {"X-Forwarded-For": "192.168.1.20"}
+    garage = {"X-Forwarded-For": "192.168.1.30"}
+    assert chat(server, kitchen).status_code == 200
+    assert chat(server, kitchen).status_code == 429
+    # The test client is loopback, a trusted proxy by default: its header counts.
+    assert chat(server, garage).status_code == 200
+
+
+def test_forwarded_addresses_from_an_untrusted_peer_share_its_budget(start_server):
+    server = start_server(
+        RATE_LIMIT_CHAT="1/minute", RATE_LIMIT_DEFAULT="", TRUSTED_PROXIES=""
+    )
+    assert chat(server, {"X-Forwarded-For": "192.168.1.20"}).status_code == 200
+    # A client cannot buy a fresh budget by writing the header itself.
+    assert chat(server, {"X-Forwarded-For": "192.168.1.30"}).status_code == 429
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
