@@ -2,10 +2,27 @@
 # Values come from the environment or ./.env (same names as piagent's settings).
 import ipaddress
 import os
+import sys
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
 
 _env = Config(RepositoryEnv(".env") if os.path.isfile(".env") else RepositoryEmpty())
+
+
+def _count(name, default, lowest):
+    """An integer setting, or piagent's one-line refusal instead of a traceback."""
+    raw = str(_env(name, default=default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < lowest:
+        sys.exit(
+            f"piagent: configuration error: {name}={raw!r}: "
+            f"expected an integer >= {lowest}"
+        )
+    return value
+
 
 # --- Server socket ---
 # Where to listen. Loopback by default: put nginx in front to reach the LAN.
@@ -17,17 +34,17 @@ backlog = 512
 # One worker: with the default in-process memory store a second worker would
 # split conversations (and take RAM the model needs). MEMORY_BACKEND=sqlite or
 # redis share conversations between workers.
-workers = _env("WORKERS", default=1, cast=int)
+workers = _count("WORKERS", 1, 1)
 # gevent: a stream waiting on the model costs a greenlet, not a thread.
 worker_class = "gevent"
 # Open connections per worker, including idle streams waiting on a slow first
 # token; hundreds to a few thousand.
-worker_connections = _env("WORKER_CONNECTIONS", default=1000, cast=int)
+worker_connections = _count("WORKER_CONNECTIONS", 1000, 1)
 # Heartbeat: a worker silent this long is killed. gevent workers send it from
 # their own greenlet, so long streams are fine; only a blocked loop trips it.
 timeout = 30
 # Seconds in-flight requests (streams too) get to finish on stop or reload.
-graceful_timeout = _env("GRACEFUL_TIMEOUT", default=30, cast=int)
+graceful_timeout = _count("GRACEFUL_TIMEOUT", 30, 0)
 # Seconds an idle keep-alive client connection stays open; 2-75.
 keepalive = 5
 # Workers must boot after gevent patched the standard library; never preload.
@@ -69,12 +86,15 @@ def on_starting(server):
     # The command line (-b, GUNICORN_CMD_ARGS) may override BIND. Workers inherit
     # the environment, and piagent refuses a non-loopback address without keys.
     os.environ["BIND"] = ",".join(server.cfg.bind)
+    # server.cfg.workers, not WORKERS: `-w 2` on the command line counts too.
+    count = server.cfg.workers
     in_process = _env("MEMORY_BACKEND", default="memory").strip() == "memory"
-    if workers > 1 and in_process and _env("ENABLE_MEMORY", default=True, cast=bool):
+    memory_on = str(_env("ENABLE_MEMORY", default="true")).strip().lower()
+    if count > 1 and in_process and memory_on not in ("false", "0", "no", "off"):
         server.log.warning(
             "WORKERS=%d with the in-process memory store: each worker keeps its own "
             "conversations, so a conversation's turns land in different workers. "
             "Use MEMORY_BACKEND=sqlite (shared by the workers of this machine), "
             "or WORKERS=1.",
-            workers,
+            count,
         )

@@ -9,9 +9,10 @@ from piagent.settings import Settings
 
 # Headers browser code may send, and may read beyond the always-readable ones:
 # the conversation id of a stream, and when to retry after a 429 or 503.
-ALLOW_HEADERS = ["Authorization", "Content-Type", "X-API-Key"]
+ALLOW_HEADERS = ["Authorization", "Content-Type", "X-API-Key", "X-Request-Id"]
 EXPOSE_HEADERS = [
     "X-Conversation-Id",
+    "X-Request-Id",
     "Retry-After",
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
@@ -35,7 +36,7 @@ def install_cors(app: Flask, settings: Settings) -> None:
         origins="*" if "*" in origins else origins,
         allow_headers=ALLOW_HEADERS,
         expose_headers=EXPOSE_HEADERS,
-        methods=["GET", "POST", "OPTIONS"],
+        methods=["GET", "POST", "DELETE", "OPTIONS"],
         max_age=PREFLIGHT_CACHE_SECONDS,
         supports_credentials=False,
     )

@@ -59,6 +59,8 @@ def ending_for_status(status: int) -> str:
         return TIMEOUT
     if status in (502, 503):
         return UPSTREAM_ERROR
+    if status == 499:
+        return CLIENT_GONE
     if 400 <= status < 500:
         return REJECTED
     if status >= 500:

@@ -15,6 +15,9 @@ ENDPOINTS = [
     ("GET", "/agents", None),
     ("POST", "/chat", {"message": "hi"}),
     ("POST", "/chat", {"message": "hi", "stream": True}),
+    ("GET", "/ready", None),
+    ("GET", "/conversations/kitchen-1", None),
+    ("DELETE", "/conversations/kitchen-1", None),
     ("GET", "/nope", None),
 ]
 
@@ -94,6 +97,13 @@ def test_right_key_is_served_on_every_endpoint(guarded, ollama, headers):
     assert chat.status_code == 200 and chat.json()["reply"]
     stream = call(guarded, "POST", "/chat", {"message": "hi", "stream": True}, headers)
     assert stream.status_code == 200 and stream.text
+    cid = chat.json()["conversation_id"]
+    kept = call(guarded, "GET", f"/conversations/{cid}", None, headers)
+    assert kept.status_code == 200 and kept.json()["messages"]
+    assert call(
+        guarded, "DELETE", f"/conversations/{cid}", None, headers
+    ).status_code == (204)
+    assert call(guarded, "GET", "/ready", None, headers).status_code == 200
     assert call(guarded, "GET", "/nope", None, headers).status_code == 404
 
 

@@ -67,6 +67,29 @@ def test_errors_carry_cors_headers_so_the_page_can_read_them(browser_server):
     assert response.headers["Access-Control-Allow-Origin"] == PAGE
 
 
+def test_a_page_may_delete_a_conversation_and_read_the_request_id(browser_server):
+    preflight = requests.options(
+        browser_server.url + "/conversations/kitchen-1",
+        headers={
+            "Origin": PAGE,
+            "Access-Control-Request-Method": "DELETE",
+            "Access-Control-Request-Headers": "x-api-key, x-request-id",
+        },
+        timeout=5,
+    )
+    assert preflight.status_code == 200
+    assert "DELETE" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "x-request-id" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    deleted = requests.delete(
+        browser_server.url + "/conversations/kitchen-1",
+        headers={"Origin": PAGE, "X-API-Key": KEY, "X-Request-Id": "page-42"},
+        timeout=5,
+    )
+    assert deleted.status_code == 204
+    assert deleted.headers["X-Request-Id"] == "page-42"
+    assert "X-Request-Id" in deleted.headers["Access-Control-Expose-Headers"]
+
+
 def test_other_origins_get_no_cors_headers(browser_server):
     for method in ("OPTIONS", "POST"):
         response = requests.request(

@@ -24,3 +24,30 @@ def test_env_example_lists_setting(name):
 
 def test_every_setting_has_help():
     assert all(f.metadata.get("help") for f in fields(Settings))
+
+
+def readme_env_blocks() -> list[str]:
+    """The README's fenced `ini` blocks that stand for a .env file."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [part.split("```", 1)[0] for part in text.split("```ini\n")[1:]]
+    return [block for block in blocks if block.startswith("# .env")]
+
+
+def settings_from_file(path) -> Settings:
+    from decouple import Config, RepositoryEnv
+
+    return Settings.from_env(Config(RepositoryEnv(str(path))), agent_names=[])
+
+
+def test_readme_env_examples_are_valid_settings(tmp_path):
+    blocks = readme_env_blocks()
+    assert blocks, "the README's Security section shows a .env"
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"example{number}.env"
+        path.write_text(block)
+        settings_from_file(path)  # a bad value raises SettingsError, naming it
+
+
+def test_env_example_parses_to_the_defaults():
+    """`cp .env.example .env` is a safe start: it changes nothing."""
+    assert settings_from_file(ROOT / ".env.example") == Settings()

@@ -38,7 +38,12 @@ json_values = st.recursive(
 chat_bodies = st.fixed_dictionaries(
     {},
     optional={
-        "message": st.one_of(st.text(max_size=60), json_values),
+        "message": st.one_of(
+            st.text(max_size=60),
+            # Lone surrogates: valid JSON escapes, but no valid Unicode.
+            st.sampled_from(["\ud800", "hi \udfff there"]),
+            json_values,
+        ),
         "agent": st.one_of(
             st.sampled_from(["general", "../general", "GENERAL", "x" * 65, ""]),
             json_values,
@@ -187,11 +192,17 @@ def test_random_requests_never_break_the_contract(
         assert len(ollama.requests) == asked
 
 
-def send_raw(port: int, head: bytes, body: bytes) -> tuple[int, str, bytes]:
+def send_raw(
+    port: int, head: bytes, body: bytes, half_close: bool = False
+) -> tuple[int, str, bytes]:
+    """Send one request; `half_close` ends the sending side, as a client whose
+    body fell short of its Content-Length would before waiting for an answer."""
     received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         try:
             sock.sendall(head + body)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered (413) before the whole body was sent
         try:
@@ -239,11 +250,12 @@ token_headers = st.dictionaries(
         ["application/json", "text/plain", "application/json; charset=latin-1"]
     ),
     chunked=st.booleans(),
+    framing=st.sampled_from(["intact", "intact", "bad-chunk-size", "short-body"]),
     extra=token_headers,
     fault=faults,
 )
 def test_random_requests_through_gunicorn_never_break_the_contract(
-    server, ollama, body, content_type, chunked, extra, fault
+    server, ollama, body, content_type, chunked, framing, extra, fault
 ):
     ollama.behaviour = Behaviour(fault=fault)
     asked = len(ollama.requests)
@@ -261,11 +273,16 @@ def test_random_requests_through_gunicorn_never_break_the_contract(
             for i in range(0, len(body), 100)
         )
         payload += b"0\r\n\r\n"
+        if framing == "bad-chunk-size":
+            payload = b"zz\r\n" + payload
     else:
         lines.append(f"Content-Length: {len(body)}")
         payload = body
+        if framing == "short-body" and body:
+            payload = body[:-1]  # the client promises a byte it never sends
     head = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    status, received_type, data = send_raw(server.port, head, payload)
+    short = framing == "short-body" and not chunked and bool(body)
+    status, received_type, data = send_raw(server.port, head, payload, short)
     check_answer(status, received_type.split(";")[0], data)
     if 400 <= status < 500:
         assert len(ollama.requests) == asked
@@ -290,4 +307,41 @@ def test_oversized_headers_are_refused_by_gunicorn_before_piagent(server, ollama
     )
     assert status in (400, 431)
     assert content_type.startswith("text/html")
+    assert ollama.requests == []
+
+
+def test_a_broken_chunk_size_is_a_json_400_not_a_500(server, ollama):
+    status, content_type, data = send_raw(
+        server.port,
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b'zz\r\n{"message": "hi"}\r\n0\r\n\r\n',
+    )
+    assert (status, content_type) == (400, "application/json")
+    assert "broken framing" in json.loads(data)["detail"]
+    assert ollama.requests == []
+
+
+def test_a_body_shorter_than_its_length_is_a_json_400(server, ollama):
+    body = b'{"message": "hi"}'
+    status, content_type, data = send_raw(
+        server.port,
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (len(body) + 5),
+        body,
+        half_close=True,
+    )
+    assert (status, content_type) == (400, "application/json")
+    assert ollama.requests == []
+
+
+def test_a_lone_surrogate_in_the_message_is_a_422(server, ollama):
+    status, content_type, data = send_raw(
+        server.port,
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: 21\r\n\r\n",
+        b'{"message": "\\ud800"}',
+    )
+    assert (status, content_type) == (422, "application/json")
+    assert json.loads(data)["detail"][0]["loc"] == ["body", "message"]
     assert ollama.requests == []

@@ -94,3 +94,30 @@ def test_gunicorn_config_is_valid():
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workers_given_on_the_command_line_also_warn(launch, fake_ollama):
+    server = launch(
+        {"OLLAMA_HOST": fake_ollama.url, "GUNICORN_CMD_ARGS": "--workers 2"}
+    ).wait_ready()
+    server.wait_for_log("WORKERS=2 with the in-process memory store")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("WORKERS", "abc", "an integer >= 1"),
+        ("WORKERS", "0", "an integer >= 1"),
+        ("WORKER_CONNECTIONS", "many", "an integer >= 1"),
+        ("GRACEFUL_TIMEOUT", "x", "an integer >= 0"),
+    ],
+)
+def test_bad_gunicorn_settings_stop_start_up_in_one_line(
+    launch, fake_ollama, variable, value, expected
+):
+    server = launch({"OLLAMA_HOST": fake_ollama.url, variable: value})
+    assert server.wait_exit() != 0
+    log = server.log()
+    assert log.strip() == (
+        f"piagent: configuration error: {variable}={value!r}: expected {expected}"
+    )

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from flask import request
+from gunicorn.http.errors import ParseException
 
 from piagent.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -21,9 +22,21 @@ def read_json_object(limit: int) -> dict[str, Any]:
         raise too_large
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    raw = request.stream.read(limit + 1)
+    try:
+        raw = request.stream.read(limit + 1)
+    except (ParseException, OSError, ValueError):
+        # gunicorn raises its HTTP parse errors (a bad chunk size, a body
+        # shorter than its Content-Length) from inside the read.
+        raise BadRequest("request body could not be read (broken framing)") from None
     if len(raw) > limit:
         raise too_large
+    if request.content_length is not None and len(raw) < request.content_length:
+        # The client closed early: a cut body may still parse, but is not what
+        # it meant to send.
+        raise BadRequest(
+            f"request body ended after {len(raw)} of its "
+            f"{request.content_length} bytes (Content-Length)"
+        )
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError):
