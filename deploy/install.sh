@@ -70,10 +70,28 @@ install -m 0644 "$SRC/wsgi.py" "$SRC/gunicorn.conf.py" "$SRC/README.md" \
     "$DESTDIR$PREFIX/app/"
 
 # Settings: the defaults of .env.example, pointed at the agents directory and
-# logging JSON for journald. A file that exists is the user's and is kept.
+# the API keys file, logging JSON for journald. A file that exists is the
+# user's and is kept.
 install -d -m 0755 "$DESTDIR$CONFDIR" "$DESTDIR$CONFDIR/agents"
+keys="$DESTDIR$CONFDIR/keys"
+# nginx serves the whole LAN on port 80, so a fresh install gets an API key
+# rather than an open model: one key, readable by root and the service only.
+if [[ ! -e $keys && ! -e $DESTDIR$CONFDIR/piagent.env ]]; then
+    say "writing a new API key to $CONFDIR/keys (show it: sudo cat $CONFDIR/keys)"
+    (
+        umask 077
+        { echo "# API keys for piagent, one a line; restart piagent after a change."
+          "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))'
+        } > "$keys"
+    )
+    chmod 0640 "$keys"
+    if [[ $system == 1 ]]; then
+        chown "root:$SERVICE_USER" "$keys"
+    fi
+fi
 defaults="$DESTDIR$CONFDIR/piagent.env.default"
 sed -e "s|^AGENTS_DIR=.*|AGENTS_DIR=$CONFDIR/agents|" \
+    -e "s|^API_KEYS_FILE=.*|API_KEYS_FILE=$CONFDIR/keys|" \
     -e "s|^LOG_FORMAT=.*|LOG_FORMAT=json|" \
     -e "s|^# piagent settings: copy to .env.*|# piagent settings for the piagent service (systemd EnvironmentFile).|" \
     -e "s|^# The environment wins over this file.*|# After a change: sudo systemctl restart piagent|" \
@@ -81,6 +99,10 @@ sed -e "s|^AGENTS_DIR=.*|AGENTS_DIR=$CONFDIR/agents|" \
 chmod 0644 "$defaults"
 if [[ -e $DESTDIR$CONFDIR/piagent.env ]]; then
     say "keeping $CONFDIR/piagent.env (new defaults: $CONFDIR/piagent.env.default)"
+    if ! grep -Eq '^API_KEYS(_FILE)?=[^[:space:]#]' "$DESTDIR$CONFDIR/piagent.env"; then
+        say "WARNING: $CONFDIR/piagent.env sets no API keys: anyone who reaches" \
+            "nginx can use the model. See README, Security."
+    fi
 else
     say "writing $CONFDIR/piagent.env"
     install -m 0640 "$defaults" "$DESTDIR$CONFDIR/piagent.env"

@@ -122,13 +122,14 @@ def _log_guards(settings: Settings, key_count: int) -> None:
         )
     log.info(
         "guards: %s; rate limits /chat %s, others %s; CORS %s; %d generation(s) "
-        "at once, %d waiting, %g s each at most",
+        "at once, %d waiting up to %g s, %g s each at most",
         f"{key_count} API key(s)" if key_count else "no API keys",
         settings.rate_limit_chat or "none",
         settings.rate_limit_default or "none",
         settings.cors_origins or "off",
         settings.max_concurrent_generations,
         settings.max_queued_generations,
+        settings.max_queue_wait_seconds,
         settings.max_generation_seconds,
     )
 

@@ -5,6 +5,9 @@ A Pi runs one generation at a time, and Ollama queues the rest without bound
 MAX_CONCURRENT_GENERATIONS requests talk to the model, at most
 MAX_QUEUED_GENERATIONS wait for them in arrival order, and anyone beyond that
 gets a 503 at once with a Retry-After estimated from recent generations.
+A waiter that has not got a slot within MAX_QUEUE_WAIT_SECONDS also gets a
+503, so every request ends within piagent's own bounds (wait + generation),
+before a proxy's read timeout would answer for it with a page of its own.
 
 A freed slot is handed straight to the first waiter, so a request arriving at
 that moment cannot overtake the line. Waiting writes nothing to the client, and
@@ -134,10 +137,13 @@ class GenerationQueue:
         clock: Callable[[], float] = time.monotonic,
         poll_seconds: float = POLL_SECONDS,
         read_horizon: float = 0.0,
+        max_wait: float = math.inf,
     ) -> None:
         """`read_horizon`: longest a provider read can block (OLLAMA_TIMEOUT plus a
-        margin); 0 arms a timer around every read."""
+        margin); 0 arms a timer around every read. `max_wait`: longest a
+        request waits in line, checked every `poll_seconds`."""
         self.max_concurrent = max_concurrent
+        self.max_wait = max_wait
         self.read_horizon = read_horizon
         self.max_queued = max_queued
         self.max_seconds = max_seconds
@@ -187,10 +193,13 @@ class GenerationQueue:
                 f"{self.max_queued} waiting; try again in about {seconds} s",
                 retry_after=seconds,
             )
+        give_up_at = self.clock() + self.max_wait
         try:
             while not waiter.event.wait(self._poll):
                 if not client_present():
                     raise ClientGone("the client left while waiting for the model")
+                if self.clock() >= give_up_at:
+                    raise self._waited_too_long()
         except BaseException:
             with self._lock:
                 if waiter.granted:
@@ -199,6 +208,14 @@ class GenerationQueue:
                     self._waiting.remove(waiter)
             raise
         return Slot(self, self.clock())
+
+    def _waited_too_long(self) -> QueueFull:
+        seconds = self.retry_after(1)
+        return QueueFull(
+            f"waited {self.max_wait:g} s (MAX_QUEUE_WAIT_SECONDS) without a "
+            f"generation slot; try again in about {seconds} s",
+            retry_after=seconds,
+        )
 
     def _release(self, duration: float) -> None:
         with self._lock:

@@ -147,6 +147,9 @@ class Settings:
     max_queued_generations: int = _help(
         "Requests that may wait for a generation slot; more get a 503.", 4
     )
+    max_queue_wait_seconds: float = _help(
+        "Longest a request waits in line for a generation slot before a 503.", 300.0
+    )
     max_generation_seconds: float = _help(
         "Deadline of one whole generation, first byte to last, in seconds.", 600.0
     )
@@ -433,6 +436,12 @@ def _check_security(s: Settings) -> None:
         "MAX_QUEUED_GENERATIONS",
         s.max_queued_generations,
         "an integer >= 0",
+    )
+    _require(
+        s.max_queue_wait_seconds > 0,
+        "MAX_QUEUE_WAIT_SECONDS",
+        s.max_queue_wait_seconds,
+        "seconds > 0",
     )
     _require(
         s.max_generation_seconds > 0,

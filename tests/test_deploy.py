@@ -15,6 +15,7 @@ import pytest
 import requests
 from decouple import Config, RepositoryEnv
 
+from piagent.auth import parse_keys_file
 from piagent.settings import Settings
 from tests.server import ROOT, base_env, free_port
 
@@ -116,14 +117,42 @@ def test_installer_twice_keeps_the_users_settings_and_agents(tmp_path):
     env_file.write_text(env_file.read_text() + "TEMPERATURE=0.1\n")
     agent.write_text("Talk like a pirate.")
     edited = env_file.read_text()
+    keys = tmp_path / "etc/piagent/keys"
+    key = keys.read_text()
     second = install(tmp_path)
     assert "keeping /etc/piagent/piagent.env" in second
+    assert "API key" not in second and "WARNING" not in second
+    assert keys.read_text() == key
     assert env_file.read_text() == edited
     assert agent.read_text() == "Talk like a pirate."
     assert (tmp_path / "etc/piagent/piagent.env.default").is_file()
     assert (tmp_path / "etc/systemd/system/piagent.service").read_bytes() == (
         UNIT.read_bytes()
     )
+
+
+def test_a_fresh_install_gets_an_api_key_only_the_service_can_read(tmp_path):
+    output = install(tmp_path)
+    assert "writing a new API key to /etc/piagent/keys" in output
+    keys_file = tmp_path / "etc/piagent/keys"
+    assert oct(keys_file.stat().st_mode & 0o777) == "0o640"
+    keys = parse_keys_file(keys_file.read_text(), "keys")
+    assert len(keys) == 1 and len(keys[0]) >= 32
+    assert keys[0] not in output  # the installer says where, never what
+
+
+def test_an_upgrade_without_keys_warns_that_the_lan_is_let_in(tmp_path):
+    install(tmp_path)
+    env_file = tmp_path / "etc/piagent/piagent.env"
+    env_file.write_text(
+        re.sub(
+            r"^API_KEYS_FILE=.*$", "API_KEYS_FILE=", env_file.read_text(), flags=re.M
+        )
+    )
+    (tmp_path / "etc/piagent/keys").unlink()
+    again = install(tmp_path)
+    assert "WARNING: /etc/piagent/piagent.env sets no API keys" in again
+    assert not (tmp_path / "etc/piagent/keys").exists()
 
 
 def test_installed_env_file_is_valid_settings_for_the_service(tmp_path):
@@ -134,6 +163,7 @@ def test_installed_env_file_is_valid_settings_for_the_service(tmp_path):
     settings = Settings.from_env(config, agent_names=["general"])
     assert settings.agents_dir == "/etc/piagent/agents"
     assert settings.log_format == "json"
+    assert settings.api_keys_file == "/etc/piagent/keys"
     assert config("BIND") == "127.0.0.1:8000"
 
 
@@ -229,6 +259,7 @@ def test_installed_files_and_the_units_command_serve_piagent(tmp_path, fake_olla
     port = free_port()
     settings_env.update(
         AGENTS_DIR=str(stage / "etc/piagent/agents"),
+        API_KEYS_FILE=str(stage / "etc/piagent/keys"),
         OLLAMA_HOST=fake_ollama.url,
         BIND=f"127.0.0.1:{port}",
     )
@@ -245,11 +276,16 @@ def test_installed_files_and_the_units_command_serve_piagent(tmp_path, fake_olla
         while True:
             assert process.poll() is None, (tmp_path / "service.log").read_text()
             try:
-                response = requests.get(url + "/ready", timeout=2)
+                refused = requests.get(url + "/ready", timeout=2)
                 break
             except requests.ConnectionError:
                 assert time.monotonic() < deadline, "service did not start"
                 time.sleep(0.05)
+        assert refused.status_code == 401
+        key = parse_keys_file((stage / "etc/piagent/keys").read_text(), "keys")[0]
+        response = requests.get(
+            url + "/ready", headers={"Authorization": f"Bearer {key}"}, timeout=5
+        )
         assert response.status_code == 200
         assert response.json()["status"] == "ready"
     finally:
@@ -297,6 +333,9 @@ def test_readme_and_shipped_files_agree_on_the_numbers():
     defaults = Settings()
     assert f"OLLAMA_TIMEOUT={defaults.ollama_timeout:g}" in readme
     assert int(read_timeout) > defaults.ollama_timeout
+    assert int(read_timeout) > (
+        defaults.max_queue_wait_seconds + defaults.max_generation_seconds
+    )
     # nginx's body limit is piagent's, and says so in piagent's words.
     assert "client_max_body_size 64k;" in site and defaults.max_body_bytes == 64 * 1024
     assert f"request body is larger than {defaults.max_body_bytes} bytes" in site

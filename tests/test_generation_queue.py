@@ -119,6 +119,26 @@ def test_a_waiter_whose_client_left_leaves_the_line():
     assert queue.active == 0
 
 
+def test_a_waiter_gives_up_after_the_longest_wait_with_a_503():
+    clock = Clock()
+    queue = GenerationQueue(1, 2, 60.0, clock=clock, poll_seconds=0.01, max_wait=30)
+    slot = queue.acquire()
+
+    def present() -> bool:
+        clock.now += 10  # each poll, ten seconds pass in line
+        return True
+
+    with pytest.raises(QueueFull) as caught:
+        queue.acquire(present)
+    assert clock.now == 130.0  # gave up at the first poll past 30 s
+    assert caught.value.status == 503
+    assert "MAX_QUEUE_WAIT_SECONDS" in caught.value.detail
+    assert int(caught.value.headers["Retry-After"]) >= 1
+    assert queue.waiting == 0
+    slot.release()
+    assert queue.active == 0
+
+
 def test_release_twice_frees_one_slot_only():
     queue = make_queue(concurrent=2)
     slot = queue.acquire()
@@ -188,6 +208,7 @@ def test_a_step_that_runs_past_the_deadline_raises_after_it():
         ("max_concurrent_generations", 0, "MAX_CONCURRENT_GENERATIONS=0: expected"),
         ("max_queued_generations", -1, "MAX_QUEUED_GENERATIONS=-1: expected"),
         ("max_generation_seconds", 0.0, "MAX_GENERATION_SECONDS=0.0: expected"),
+        ("max_queue_wait_seconds", -1.0, "MAX_QUEUE_WAIT_SECONDS=-1.0: expected"),
     ],
 )
 def test_bad_queue_settings_stop_start_up_in_one_line(field, value, expected):
@@ -202,3 +223,4 @@ def test_queue_settings_default_to_one_slot_like_ollama():
     assert settings.max_concurrent_generations == 1
     assert settings.max_queued_generations == 4
     assert settings.max_generation_seconds == 600
+    assert settings.max_queue_wait_seconds == 300

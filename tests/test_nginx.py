@@ -3,7 +3,7 @@
 The site file is used as shipped with only its ports substituted. Where a test
 needs a first token slower than nginx's default read timeout (60 s), both
 sides are scaled down by the same factor (SCALE): piagent's OLLAMA_TIMEOUT
-300 s -> 3 s, the site's proxy_read_timeout/proxy_send_timeout 360 s -> 3.6 s,
+300 s -> 3 s, the site's proxy_read_timeout/proxy_send_timeout 960 s -> 9.6 s,
 and nginx's default 60 s -> 0.6 s, keeping every ratio.
 """
 
@@ -17,6 +17,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
+from piagent.settings import Settings
 from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
 from tests.logs import request_line
 from tests.nginx import NGINX, shipped_read_timeout, start_nginx
@@ -67,8 +68,25 @@ def chat(client, nginx, body, **kwargs):
     return client.post(nginx.url + "/chat", json=body, timeout=15, **kwargs)
 
 
-def test_site_allows_a_slower_first_token_than_piagent_waits_for():
-    assert shipped_read_timeout() > 300  # OLLAMA_TIMEOUT's default
+def test_site_outlasts_the_longest_silence_piagent_allows():
+    defaults = Settings()
+    assert shipped_read_timeout() > defaults.ollama_timeout
+    # A queued JSON reply is silent while it waits and while it is generated.
+    assert shipped_read_timeout() > (
+        defaults.max_queue_wait_seconds + defaults.max_generation_seconds
+    )
+
+
+def test_a_json_reply_longer_than_ollama_timeout_arrives_through_nginx(
+    client, nginx, ollama
+):
+    # Each gap is within OLLAMA_TIMEOUT, the whole reply is longer than it: nginx
+    # sees no byte until the end and must still wait.
+    tokens = [f"t{i} " for i in range(8)]
+    ollama.behaviour = Behaviour(tokens=tokens, delay=0.5)
+    response = chat(client, nginx, {"message": "long"})
+    assert response.status_code == 200
+    assert response.json()["reply"] == "".join(tokens)
 
 
 def test_tokens_spaced_upstream_arrive_spaced_through_nginx(client, nginx, ollama):

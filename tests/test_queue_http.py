@@ -130,6 +130,29 @@ def test_a_waiting_client_that_leaves_gives_up_its_place(start_server, ollama):
     assert messages == ["first", "late"]
 
 
+def test_a_request_that_waited_too_long_gets_a_503_and_stores_nothing(
+    start_server, ollama
+):
+    server = start_server(
+        MAX_CONCURRENT_GENERATIONS="1",
+        MAX_QUEUED_GENERATIONS="1",
+        MAX_QUEUE_WAIT_SECONDS="0.5",
+    )
+    ollama.behaviour = Behaviour(tokens=[f"t{i} " for i in range(20)], delay=0.1)
+    holder = post(server, {"message": "first", "stream": True}, stream=True)
+    assert holder.status_code == 200
+    cid = f"waited-{uuid.uuid4().hex}"
+    waited = post(server, {"message": "second", "conversation_id": cid})
+    holder.content  # noqa: B018 - let the first stream finish
+    assert waited.status_code == 503
+    assert "MAX_QUEUE_WAIT_SECONDS" in waited.json()["detail"]
+    assert int(waited.headers["Retry-After"]) >= 1
+    assert [r["messages"][-1]["content"] for r in ollama.requests] == ["first"]
+    assert requests.get(f"{server.url}/conversations/{cid}", timeout=5).status_code == (
+        404
+    )
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_slot_is_freed_after_success(start_server, ollama, stream):
     server = start_server(**SINGLE)
