@@ -1,5 +1,6 @@
 """GET and DELETE /conversations/<id> through the real server, on every backend."""
 
+import time
 import uuid
 from datetime import datetime
 
@@ -108,3 +109,18 @@ def test_with_memory_off_nothing_is_found_and_forgetting_succeeds(start_server):
     assert (
         requests.delete(f"{server.url}/conversations/off", timeout=5).status_code == 204
     )
+
+
+def test_an_idle_conversation_expires_and_is_then_a_404(
+    start_server, memory_env, ollama
+):
+    # 0.02 minutes: 1.2 s idle and the conversation is gone, on every backend.
+    server = start_server(MEMORY_TTL_MIN="0.02", **memory_env)
+    cid = f"idle-{uuid.uuid4()}"
+    chat(server, "soon forgotten", cid)
+    url = f"{server.url}/conversations/{cid}"
+    assert requests.get(url, timeout=5).status_code == 200
+    time.sleep(2.5)
+    assert requests.get(url, timeout=5).status_code == 404
+    chat(server, "anyone there?", cid)
+    assert [m["role"] for m in ollama.requests[-1]["messages"]] == ["system", "user"]
