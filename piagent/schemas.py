@@ -81,6 +81,15 @@ def _locate(messages: Any, loc: tuple[str, ...] = ("body",)) -> list[dict[str, A
     return [{"loc": list(loc), "msg": str(messages)}]
 
 
+def sent_conversation_id(payload: dict[str, Any]) -> str | None:
+    """The client's conversation id when it is a valid one, whatever else in
+    the body is wrong: safe to echo in a header even on a 422."""
+    value = payload.get("conversation_id")
+    if isinstance(value, str) and re.match(CONVERSATION_ID, value) is not None:
+        return value
+    return None
+
+
 def conversation_id_or_422(value: str) -> str:
     """A conversation id from the URL path, held to the same pattern as /chat's."""
     if re.match(CONVERSATION_ID, value) is None:

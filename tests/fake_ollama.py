@@ -41,7 +41,7 @@ STATUS_ERRORS = {
 MID_FAULTS = ("hang_mid", "error_line", "malformed_line", "drop")
 FAULTS = (*STATUS_ERRORS, *MID_FAULTS, "hang", "error_first", "drop_before", "no_done")
 RUN_ERROR = "an error was encountered while running the model: boom"
-MALFORMED_LINE = b'{"message": {"content": "x"\n'
+MALFORMED_LINE = b'{"message": {"content": "private words"\n'
 HANG_SECONDS = 60.0
 POLL = 0.01
 

@@ -78,6 +78,28 @@ def test_client_conversation_id_is_kept(server):
     assert response.headers["X-Conversation-Id"] == "kitchen:1"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"message": "hi", "agent": "nobody", "conversation_id": "kitchen:1"},
+        {"message": "   ", "conversation_id": "kitchen:1"},
+        {"message": "hi", "stream": "yes", "conversation_id": "kitchen:1"},
+    ],
+    ids=["unknown-agent", "empty-message", "wrong-type"],
+)
+def test_a_rejected_turn_still_names_its_conversation(server, ollama, body):
+    response = post_chat(server, body)
+    assert response.status_code == 422
+    assert response.headers["X-Conversation-Id"] == "kitchen:1"
+
+
+def test_an_invalid_conversation_id_is_never_echoed(server, ollama):
+    response = post_chat(server, {"message": "hi", "conversation_id": "a\r\nX: y"})
+    assert response.status_code == 422
+    assert "X-Conversation-Id" not in response.headers
+    assert "X" not in response.headers  # no header smuggled in by CR/LF
+
+
 def test_connections_to_ollama_are_pooled(server, ollama):
     for _ in range(5):
         assert post_chat(server, {"message": "hi"}).status_code == 200

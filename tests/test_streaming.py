@@ -135,3 +135,12 @@ def test_json_reply_fails_whole_when_the_model_fails_mid_way(server, ollama):
     response = requests.post(server.url + "/chat", json={"message": "hi"}, timeout=10)
     assert response.status_code == 502
     assert "boom" in response.json()["detail"]
+
+
+def test_a_malformed_line_is_reported_without_quoting_model_text(server, ollama):
+    ollama.behaviour = Behaviour(fault="malformed_line", fault_after=2)
+    response = open_stream(server, {"message": "hi"})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        response.content  # noqa: B018 - read to the cut
+    log = server.wait_for_log("malformed line from Ollama (")
+    assert "private words" not in log  # LOG_CONTENT is off: no model text logged

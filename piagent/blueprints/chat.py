@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from piagent.blueprints.connection import client_probe
 from piagent.blueprints.json_body import read_json_object
-from piagent.schemas import load_or_422
+from piagent.schemas import load_or_422, sent_conversation_id
 
 bp = Blueprint("chat", __name__)
 
@@ -21,6 +21,8 @@ STREAM_HEADERS = {
 def chat() -> Response:
     services = current_app.extensions["piagent"]
     payload = read_json_object(services.settings.max_body_bytes)
+    # A rejected turn still names the conversation the client meant.
+    g.conversation_id = sent_conversation_id(payload)
     fields = load_or_422(services.chat_schema, payload)
     turn = services.chat.start(
         fields["message"], fields["agent"], fields["conversation_id"]

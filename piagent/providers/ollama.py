@@ -315,13 +315,13 @@ class OllamaStream:
         except ValueError:
             item = None
         if not isinstance(item, dict):
-            raise self._failure(f"malformed line from Ollama: {line[:200]!r}")
+            raise self._failure(_malformed(line))
         if "error" in item:
             raise self._failure(f"Ollama error: {item['error']}")
         message = item.get("message")
         content = message.get("content", "") if isinstance(message, dict) else ""
         if not isinstance(content, str):
-            raise self._failure(f"malformed line from Ollama: {line[:200]!r}")
+            raise self._failure(_malformed(line))
         if item.get("done") is True:
             self.usage = Usage(
                 prompt_tokens=item.get("prompt_eval_count"),
@@ -388,3 +388,9 @@ def _error_message(raw: bytes) -> str:
     if isinstance(item, dict) and isinstance(item.get("error"), str):
         return item["error"]
     return raw.decode("utf-8", "replace").strip()[:300]
+
+
+def _malformed(line: bytes) -> str:
+    """Says what was wrong without quoting it: the line may hold model text,
+    which stays out of logs unless LOG_CONTENT=true."""
+    return f"malformed line from Ollama ({len(line)} bytes, not a chat chunk)"
