@@ -19,7 +19,7 @@ from piagent.chat import ChatService
 from piagent.cors import install_cors
 from piagent.errors import register_error_handlers
 from piagent.memory import MemoryStore, build_memory
-from piagent.providers import OllamaProvider, Provider
+from piagent.providers import OllamaProvider, OpenAIProvider, Provider
 from piagent.proxy import TrustedProxies
 from piagent.rate_limits import install_rate_limits
 from piagent.requestlog import init_request_log
@@ -81,13 +81,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     _probe_in_background(provider, agent_table)
     if settings.warmup:
         default = agent_table.get("general")
-        start_warm_up(
-            provider, default.model if default else settings.ollama_model_general
-        )
+        start_warm_up(provider, default.model if default else settings.general_model)
     return app
 
 
 def build_provider(settings: Settings) -> Provider:
+    if settings.provider == "openai":
+        return OpenAIProvider(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            timeout=settings.ollama_timeout,
+            connect_timeout=settings.ollama_connect_timeout,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+        )
     return OllamaProvider(
         settings.ollama_host,
         timeout=settings.ollama_timeout,

@@ -133,7 +133,8 @@ class ChatService:
             raise invalid_field(
                 "agent", f"unknown agent {agent_name!r}; known agents: {known}"
             )
-        return Turn(conversation_id or str(uuid.uuid4()), agent, message)
+        stats = TurnStats(started_at=self._clock())
+        return Turn(conversation_id or str(uuid.uuid4()), agent, message, stats)
 
     def _messages(self, turn: Turn) -> list[dict[str, str]]:
         # Read only once the slot is held: a message that waited behind an

@@ -318,6 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOllama:
     """Owns the server and everything tests want to observe about the traffic."""
 
+    handler: type[BaseHTTPRequestHandler] = _Handler
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behaviour = Behaviour()
         self.requests: list[dict[str, Any]] = []
@@ -330,7 +332,7 @@ class FakeOllama:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # Bind now so that url is known (and the port reserved) before start().
-        self._server = _Server((host, port), _Handler)
+        self._server = _Server((host, port), self.handler)
         self._server.fake = self
         self.host, self.port = self._server.server_address[:2]
         self.url = f"http://{self.host}:{self.port}"

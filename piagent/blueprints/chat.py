@@ -35,6 +35,7 @@ def chat() -> Response:
             conversation_id=turn.conversation_id,
             model=reply.model,
             provider=services.chat.provider_name,
+            usage=turn.stats.summary(),
         )
     tokens = services.chat.stream(turn, present)
     return Response(
