@@ -53,7 +53,6 @@ class TurnStats:
             return None
         return (tokens - 1) / elapsed
 
-
     def summary(self) -> dict[str, int | float | None]:
         """Token counts and speed as /chat reports them (`usage`): the model
         server's counts; time to first token from when the request was taken."""
