@@ -189,7 +189,7 @@ OPENAI_KINDS: dict[type[PiagentError], tuple[str, str | None]] = {
     GenerationTimeout: ("server_error", "generation_timeout"),
 }
 # Statuses OpenAI's clients know by name; any other 4xx becomes a 400 there.
-OPENAI_STATUSES = frozenset({400, 401, 403, 404, 409, 429, 499})
+OPENAI_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 429, 499})
 OPENAI_PREFIX = "/v1/"
 
 
@@ -208,12 +208,12 @@ def stream_error(exc: PiagentError) -> dict[str, Any]:
 def _message_and_param(detail: Any) -> tuple[str, str | None]:
     """InvalidFields' list of {"loc", "msg"} as one message and its first field."""
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        fields = [".".join(map(str, item.get("loc", [])[1:])) for item in detail]
         message = "; ".join(
-            f"{item['loc'][-1]}: {item['msg']}" if item.get("loc") else item["msg"]
-            for item in detail
+            f"{name}: {item.get('msg')}" if name else str(item.get("msg"))
+            for name, item in zip(fields, detail, strict=True)
         )
-        loc = detail[0].get("loc") or []
-        return message, str(loc[-1]) if len(loc) > 1 else None
+        return message, fields[0] or None
     return str(detail), None
 
 

@@ -9,6 +9,7 @@ Usage:
         fake.behaviour = Behaviour(delay=0.05, fault="drop")
         ...point piagent at fake.url...; fake.wait_for_disconnect(2.0)
 
+A reply longer than options.num_predict is cut there, with done_reason "length".
 Order on POST /api/chat and /api/generate: the body is read and recorded, then
 drop_before, hang, first_delay, 400 (bad body / no model), 404 (unknown model),
 status_400/500/503, load-only requests, then the reply with any mid-stream fault.
@@ -272,11 +273,16 @@ class _Handler(BaseHTTPRequestHandler):
             metrics.update(prompt_eval_count=sum(map(len, texts)) // 4 + 1)
             metrics.update(prompt_eval_duration=total // 4, eval_count=self._sent)
             metrics.update(eval_duration=total // 2)
-            return _dumps(line(text, done_reason="stop", done=True, **metrics))
+            return _dumps(line(text, done_reason=reason, done=True, **metrics))
 
         tokens, fault = list(b.tokens), b.fault
         if b.echo:
             tokens.insert(0, texts[-1] + "|")
+        # num_predict cuts the reply like a model would, one token a chunk.
+        limit = (req.get("options") or {}).get("num_predict")
+        reason = "stop"
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, reason = tokens[:limit], "length"
         if req.get("stream", True) is False:
             self._pause(b.delay * len(tokens))
             if fault == "hang_mid":

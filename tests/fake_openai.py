@@ -11,7 +11,8 @@ It shares the fake Ollama's machinery (behaviours, faults, disconnect records)
 and speaks like llama-server: POST /v1/chat/completions streams
 `data: {chat.completion.chunk}` events and `data: [DONE]`, with a usage chunk
 when `stream_options.include_usage` is set; GET /v1/models lists
-`behaviour.models`. Faults map as for Ollama: error_first and error_line are a
+`behaviour.models`. A reply longer than max_tokens is cut there with
+finish_reason "length". Faults map as for Ollama: error_first and error_line are a
 `data: {"error": ...}` event, no_done leaves out `data: [DONE]`, status_* and an
 unknown model answer OpenAI's error shape. With `api_key` set, requests without
 `Authorization: Bearer <key>` get a 401.
@@ -101,6 +102,9 @@ class _OpenAIHandler(_Handler):
         tokens, fault = list(b.tokens), b.fault
         if b.echo:
             tokens.insert(0, str(req["messages"][-1].get("content")) + "|")
+        limit, reason = req.get("max_tokens"), "stop"
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, reason = tokens[:limit], "length"
         prompt_tokens = sum(len(str(m.get("content"))) for m in req["messages"]) // 4
         usage = {"prompt_tokens": prompt_tokens + 1}
 
@@ -136,7 +140,7 @@ class _OpenAIHandler(_Handler):
         elif fault == "malformed_line":
             self._chunk(b"data: " + MALFORMED_LINE + b"\n")
         else:
-            self._event(chunk({}, "stop"))
+            self._event(chunk({}, reason))
             if (req.get("stream_options") or {}).get("include_usage"):
                 usage.update(completion_tokens=self._sent)
                 usage["total_tokens"] = usage["prompt_tokens"] + self._sent

@@ -54,6 +54,24 @@ def test_tokens_stream_as_the_server_sends_them(server, fake_openai):
     assert min(gaps) > 0.05, gaps
 
 
+def test_finish_reason_length_is_read_from_the_server(start_server, fake_openai):
+    server = start_server(
+        PROVIDER="openai",
+        OPENAI_BASE_URL=fake_openai.url + "/v1",
+        OPENAI_MODEL_GENERAL=MODEL,
+        MAX_TOKENS="3",
+    )
+    response = requests.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "general", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    choice = response.json()["choices"][0]
+    assert choice["message"]["content"] == "".join(DEFAULT_TOKENS[:3])
+    assert choice["finish_reason"] == "length"
+    assert fake_openai.requests[-1]["max_tokens"] == 3
+
+
 def test_memory_carries_the_conversation(server, fake_openai):
     post(server, {"message": "one", "conversation_id": "oa"})
     post(server, {"message": "two", "conversation_id": "oa"})
