@@ -193,11 +193,17 @@ OPENAI_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 429, 499})
 OPENAI_PREFIX = "/v1/"
 
 
-def error_response(status: int, detail: Any, headers: dict | None = None) -> Response:
-    response = jsonify(detail=detail)
+def _json_response(
+    status: int, body: dict[str, Any], headers: dict | None = None
+) -> Response:
+    response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})
     return response
+
+
+def error_response(status: int, detail: Any, headers: dict | None = None) -> Response:
+    return _json_response(status, {"detail": detail}, headers)
 
 
 def stream_error(exc: PiagentError) -> dict[str, Any]:
@@ -245,10 +251,7 @@ def _openai_dialect() -> bool:
 def _openai_response(
     status: int, body: dict[str, Any], headers: dict | None = None
 ) -> Response:
-    response = jsonify(body)
-    response.status_code = openai_status(status)
-    response.headers.update(headers or {})
-    return response
+    return _json_response(openai_status(status), body, headers)
 
 
 def _piagent_error(exc: PiagentError) -> Response:

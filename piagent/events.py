@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import gevent
 from gevent import monkey
@@ -39,44 +40,36 @@ class Done:
 
 Event = Token | Ping | Done
 PING = Ping()
+T = TypeVar("T")
 
 
-class EventStream:
-    """The events of one turn; close() frees the slot and the upstream request
-    even if iteration never started (a generator that never ran skips its
-    `finally`, and a response can be dropped before its first chunk)."""
+class Closing(Generic[T]):
+    """An iterator whose close() also runs `release`, even if iteration never
+    started (a generator that never ran skips its `finally`, and a response
+    can be dropped before its first chunk)."""
 
-    def __init__(self, events: Iterator[Event], release: Callable[[], None]):
-        self._events = events
+    def __init__(self, items: Iterator[T], release: Callable[[], None]):
+        self._items = items
         self._release = release
 
-    def __iter__(self) -> Iterator[Event]:
-        return self._events
+    def __iter__(self) -> Iterator[T]:
+        return self._items
 
     def close(self) -> None:
         try:
-            self._events.close()
+            self._items.close()  # type: ignore[attr-defined]
         finally:
             self._release()
 
-    def framed(self, frame: Callable[[Iterator[Event]], Iterator[bytes]]) -> Framed:
+
+class EventStream(Closing[Event]):
+    """The events of one turn; close() frees its slot and upstream request."""
+
+    def framed(
+        self, frame: Callable[[Iterator[Event]], Iterator[bytes]]
+    ) -> Closing[bytes]:
         """The body of a response in one format; closing it closes this too."""
-        return Framed(frame(self._events), self.close)
-
-
-class Framed:
-    def __init__(self, chunks: Iterator[bytes], close: Callable[[], None]):
-        self._chunks = chunks
-        self._close = close
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks
-
-    def close(self) -> None:
-        try:
-            self._chunks.close()  # type: ignore[attr-defined]
-        finally:
-            self._close()
+        return Closing(frame(self._items), self.close)
 
 
 def _capture(start: Callable[[], TokenStream]) -> tuple[TokenStream | None, object]:

@@ -314,40 +314,30 @@ def _check_numbers(s: Settings) -> None:
     )
 
 
-def _check_text(s: Settings) -> None:
-    _require(s.provider in PROVIDERS, "PROVIDER", s.provider, f"one of {PROVIDERS}")
-    parts = urlsplit(s.ollama_host)
+def _check_http_url(variable: str, value: str, example: str) -> None:
+    parts = urlsplit(value)
     _require(
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and " " not in s.ollama_host,
-        "OLLAMA_HOST",
-        s.ollama_host,
-        "an http(s) URL such as http://127.0.0.1:11434",
+        parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value,
+        variable,
+        value,
+        f"an http(s) URL such as {example}",
     )
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        _require(False, "OLLAMA_HOST", s.ollama_host, "a URL with a valid port")
+        _require(False, variable, value, "a URL with a valid port")
+
+
+def _check_text(s: Settings) -> None:
+    _require(s.provider in PROVIDERS, "PROVIDER", s.provider, f"one of {PROVIDERS}")
+    _check_http_url("OLLAMA_HOST", s.ollama_host, "http://127.0.0.1:11434")
     _require(
         bool(s.ollama_model_general.strip()),
         "OLLAMA_MODEL_GENERAL",
         s.ollama_model_general,
         "a model name such as qwen2.5:3b-instruct",
     )
-    base = urlsplit(s.openai_base_url)
-    _require(
-        base.scheme in ("http", "https")
-        and bool(base.hostname)
-        and " " not in s.openai_base_url,
-        "OPENAI_BASE_URL",
-        s.openai_base_url,
-        "an http(s) URL such as http://127.0.0.1:8080/v1",
-    )
-    try:
-        base.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        _require(False, "OPENAI_BASE_URL", s.openai_base_url, "a URL with a valid port")
+    _check_http_url("OPENAI_BASE_URL", s.openai_base_url, "http://127.0.0.1:8080/v1")
     _require(
         bool(s.openai_model_general.strip()),
         "OPENAI_MODEL_GENERAL",

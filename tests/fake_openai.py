@@ -1,7 +1,8 @@
 """Fake OpenAI-compatible server on loopback: SSE chat completions, with faults.
 
 Usage:
-    python -m tests.fake_openai [--port 8080] [--delay S] [--fault NAME] ...
+    python -m tests.fake_openai [--port 8080] [--tokens N] [--delay S]
+        [--first-delay S] [--fault NAME] [--fault-after N] [--models a,b]
 
     with FakeOpenAI() as fake:                      # in tests
         fake.behaviour = Behaviour(delay=0.05, fault="error_line")
@@ -18,12 +19,9 @@ unknown model answer OpenAI's error shape. With `api_key` set, requests without
 `Authorization: Bearer <key>` get a 401.
 """
 
-import json
-import threading
 from typing import Any
 
 from tests.fake_ollama import (
-    FAULTS,
     MALFORMED_LINE,
     MID_FAULTS,
     RUN_ERROR,
@@ -32,6 +30,8 @@ from tests.fake_ollama import (
     FakeOllama,
     _dumps,
     _Handler,
+    arguments,
+    serve,
 )
 
 CREATED = 1_700_000_000
@@ -71,16 +71,9 @@ class _OpenAIHandler(_Handler):
         self._chunk(b"data: " + data + b"\n\n")
 
     def _post(self, b: Behaviour) -> None:
-        raw = self._read_body()
+        _, req = self._read_request()
         if self.path != "/v1/chat/completions":
             return self._send(404, _error_body("not found", "not_found_error"))
-        try:
-            req = json.loads(raw)
-        except ValueError:
-            req = None
-        if isinstance(req, dict):
-            with self.fake._cond:
-                self.fake.requests.append(req)
         if not self._authorized():
             return None
         if b.fault == "drop_before":
@@ -164,35 +157,15 @@ class FakeOpenAI(FakeOllama):
         self.api_key = None
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_openai",
-        description="Serve a fake OpenAI-compatible server until Ctrl-C.",
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments(
+        "python -m tests.fake_openai",
+        "Serve a fake OpenAI-compatible server (/v1/chat/completions, /v1/models).",
+        8080,
+        "qwen2.5-3b-instruct",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--delay", type=float, default=0.0, metavar="S")
-    parser.add_argument("--first-delay", type=float, default=0.0, metavar="S")
-    parser.add_argument("--fault", choices=FAULTS)
-    parser.add_argument("--models", default="qwen2.5-3b-instruct", help="a,b,...")
-    args = parser.parse_args()
-    fake = FakeOpenAI(args.host, args.port)
-    fake.behaviour = Behaviour(
-        delay=args.delay,
-        first_delay=args.first_delay,
-        fault=args.fault,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-    )
-    fake.start()
-    print(f"fake OpenAI-compatible server on {fake.url}/v1", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    banner = "fake OpenAI-compatible server on {url}/v1"
+    serve(FakeOpenAI, parser.parse_args(argv), banner)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -37,6 +38,8 @@ POOL_SIZE = 1024
 # Seconds /ready waits for a model list: a health check must be quick.
 READY_TIMEOUT = 5.0
 ERROR_BODY_LIMIT = 8192
+
+S = TypeVar("S", bound="LineStream")
 
 
 class HttpProvider:
@@ -100,6 +103,21 @@ class HttpProvider:
             usage=stream.usage or Usage(),
             first_token_at=stream.first_token_at,
         )
+
+    def _open_stream(
+        self, url: str, payload: dict[str, Any], stream_class: type[S], model: str
+    ) -> S:
+        """POST the request, map an error status, and prime the first token."""
+        with self.translate_errors():
+            response = self._post_stream(url, json.dumps(payload).encode())
+        if response.status_code != 200:
+            raise self._status_error(response, model)
+        stream = stream_class(self, response, model)
+        stream.prime()
+        return stream
+
+    def _status_error(self, response: requests.Response, model: str) -> ProviderError:
+        raise NotImplementedError
 
     def _post_stream(self, url: str, body: bytes) -> requests.Response:
         """POST straight through the session's adapter and its connection pool.

@@ -60,13 +60,7 @@ class OllamaProvider(HttpProvider):
         payload = {"model": model, "messages": list(messages), **self._payload}
         if options is not None:
             payload["options"] = self._merged(options)
-        with self.translate_errors():
-            response = self._post_stream(self._chat_url, json.dumps(payload).encode())
-        if response.status_code != 200:
-            raise self._status_error(response, model)
-        stream = OllamaStream(self, response, model)
-        stream.prime()
-        return stream
+        return self._open_stream(self._chat_url, payload, OllamaStream, model)
 
     def _merged(self, options: Options) -> dict[str, Any]:
         merged = dict(self._options)

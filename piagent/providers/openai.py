@@ -67,13 +67,7 @@ class OpenAIProvider(HttpProvider):
             payload["temperature"] = options.temperature
         if options is not None and options.max_tokens is not None:
             payload["max_tokens"] = options.max_tokens
-        with self.translate_errors():
-            response = self._post_stream(self._chat_url, json.dumps(payload).encode())
-        if response.status_code != 200:
-            raise self._status_error(response, model)
-        stream = OpenAIStream(self, response, model)
-        stream.prime()
-        return stream
+        return self._open_stream(self._chat_url, payload, OpenAIStream, model)
 
     def models(self) -> set[str]:
         """The ids GET /models lists (a short timeout: /ready and start-up use it)."""
