@@ -71,7 +71,9 @@ class Server:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.ReadTimeout):
+                # A worker still booting (slow on a busy machine) leaves the
+                # connection unanswered: not ready yet, ask again.
                 time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
 

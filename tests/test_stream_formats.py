@@ -221,3 +221,46 @@ def test_json_reply_has_usage_from_the_model_servers_counts(server, ollama):
     texts = [m["content"] for m in ollama.requests[-1]["messages"]]
     assert usage["prompt_tokens"] == sum(map(len, texts)) // 4 + 1
     assert usage["ttft_s"] >= 0
+
+
+def test_deadline_while_pinging_is_an_error_event_and_frees_the_slot(
+    start_server, ollama
+):
+    server = start_server(
+        MAX_CONCURRENT_GENERATIONS="1",
+        MAX_QUEUED_GENERATIONS="0",
+        MAX_GENERATION_SECONDS="1",
+        OLLAMA_TIMEOUT="5",
+        **PINGING,
+    )
+    ollama.behaviour = Behaviour(first_delay=3.0)
+    response = open_stream(server, SSE)
+    assert response.status_code == 200
+    name, error = read_events(response, SSE)[-1]
+    assert name == "error"
+    assert error["status"] == 504 and "MAX_GENERATION_SECONDS" in error["detail"]
+    assert ollama.wait_for_disconnect(timeout=3) is not None
+    ollama.behaviour = Behaviour()
+    again = requests.post(server.url + "/chat", json={"message": "next"}, timeout=10)
+    assert again.status_code == 200
+
+
+def test_a_client_leaving_during_pings_frees_its_slot(start_server, ollama):
+    server = start_server(
+        MAX_CONCURRENT_GENERATIONS="1", MAX_QUEUED_GENERATIONS="0", **PINGING
+    )
+    ollama.behaviour = Behaviour(first_delay=10.0)
+    response = open_stream(server, NDJSON)
+    assert next(response.iter_lines()) == b'{"event":"ping"}'
+    response.close()
+    assert ollama.wait_for_disconnect(timeout=3) is not None
+    ollama.behaviour = Behaviour()
+    deadline = time.monotonic() + 5
+    while True:
+        again = requests.post(
+            server.url + "/chat", json={"message": "next"}, timeout=10
+        )
+        if again.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert again.status_code == 200, again.text
