@@ -337,7 +337,9 @@ def test_api_keys_guard_v1_like_chat(start_server, ollama):
 
 
 def test_v1_shares_the_chat_rate_limit(start_server, ollama):
-    server = start_server(RATE_LIMIT_CHAT="2/minute", RATE_LIMIT_DEFAULT="")
+    # A configuration of its own: servers are shared by configuration, and
+    # this test uses up the budget.
+    server = start_server(RATE_LIMIT_CHAT="2/minute;99/day", RATE_LIMIT_DEFAULT="")
     assert requests.post(server.url + "/chat", json={"message": "hi"}, timeout=10).ok
     with client_for(server) as client:
         client.chat.completions.create(model="general", messages=HELLO)
