@@ -175,3 +175,23 @@ def test_client_leaving_closes_the_upstream_request(server, fake_openai):
     assert disconnect is not None, "upstream never closed"
     assert disconnect.remaining > 0
     assert disconnect.at - left < 1.0
+
+
+def test_ready_asks_the_servers_model_list(server, fake_openai):
+    ready = requests.get(server.url + "/ready", timeout=10)
+    assert ready.status_code == 200
+    assert ready.json()["models"] == {MODEL: {"pulled": True, "loaded": True}}
+    fake_openai.behaviour = Behaviour(models=("other",))
+    not_ready = requests.get(server.url + "/ready", timeout=10)
+    assert not_ready.status_code == 503
+    assert f"model {MODEL!r} is not listed" in not_ready.json()["detail"]
+
+
+def test_warm_up_loads_the_model_with_a_one_token_request(start_server, fake_openai):
+    server = start_server(
+        PROVIDER="openai",
+        OPENAI_BASE_URL=fake_openai.url + "/v1",
+        OPENAI_MODEL_GENERAL=MODEL,
+        WARMUP="true",
+    )
+    server.wait_for_log(f"warm-up: model {MODEL!r} loaded")
