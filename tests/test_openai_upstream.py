@@ -1,6 +1,5 @@
 """PROVIDER=openai through the real server, against a fake OpenAI-style server."""
 
-import json
 import socket
 import time
 
@@ -10,17 +9,22 @@ import requests
 from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
 from tests.server import MODEL
 from tests.test_memory_http import read_chunks
+from tests.test_queue_http import raw_request
 
 REPLY = "".join(DEFAULT_TOKENS)
 
 
+def start_openai(start_server, fake_openai, **env):
+    """A server in front of the fake OpenAI-compatible server."""
+    base = fake_openai.url + "/v1"
+    return start_server(
+        PROVIDER="openai", OPENAI_BASE_URL=base, OPENAI_MODEL_GENERAL=MODEL, **env
+    )
+
+
 @pytest.fixture
 def server(start_server, fake_openai):
-    return start_server(
-        PROVIDER="openai",
-        OPENAI_BASE_URL=fake_openai.url + "/v1",
-        OPENAI_MODEL_GENERAL=MODEL,
-    )
+    return start_openai(start_server, fake_openai)
 
 
 def post(server, body, **kwargs):
@@ -55,12 +59,7 @@ def test_tokens_stream_as_the_server_sends_them(server, fake_openai):
 
 
 def test_finish_reason_length_is_read_from_the_server(start_server, fake_openai):
-    server = start_server(
-        PROVIDER="openai",
-        OPENAI_BASE_URL=fake_openai.url + "/v1",
-        OPENAI_MODEL_GENERAL=MODEL,
-        MAX_TOKENS="3",
-    )
+    server = start_openai(start_server, fake_openai, MAX_TOKENS="3")
     response = requests.post(
         server.url + "/v1/chat/completions",
         json={"model": "general", "messages": [{"role": "user", "content": "hi"}]},
@@ -120,12 +119,10 @@ def test_unreachable_server_is_502_naming_it(start_server):
 
 def test_api_key_is_sent_to_the_server(start_server, fake_openai):
     fake_openai.api_key = "sk-local-key"
-    base = fake_openai.url + "/v1"
-    common = dict(PROVIDER="openai", OPENAI_BASE_URL=base, OPENAI_MODEL_GENERAL=MODEL)
-    without = start_server(**common)
+    without = start_openai(start_server, fake_openai)
     refused = post(without, {"message": "hi"})
     assert refused.status_code == 502 and "OPENAI_API_KEY" in refused.json()["detail"]
-    keyed = start_server(OPENAI_API_KEY="sk-local-key", **common)
+    keyed = start_openai(start_server, fake_openai, OPENAI_API_KEY="sk-local-key")
     assert post(keyed, {"message": "hi"}).status_code == 200
 
 
@@ -162,12 +159,7 @@ def test_failure_after_first_token_cuts_the_stream_and_keeps_the_part(
 
 def test_client_leaving_closes_the_upstream_request(server, fake_openai):
     fake_openai.behaviour = Behaviour(tokens=[f"w{i} " for i in range(60)], delay=0.05)
-    body = json.dumps({"message": "long", "stream": True})
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    sock.sendall(
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
-    )
+    sock = raw_request(server, {"message": "long", "stream": True})
     read_chunks(sock, 3)
     sock.close()
     left = time.monotonic()
@@ -188,10 +180,5 @@ def test_ready_asks_the_servers_model_list(server, fake_openai):
 
 
 def test_warm_up_loads_the_model_with_a_one_token_request(start_server, fake_openai):
-    server = start_server(
-        PROVIDER="openai",
-        OPENAI_BASE_URL=fake_openai.url + "/v1",
-        OPENAI_MODEL_GENERAL=MODEL,
-        WARMUP="true",
-    )
+    server = start_openai(start_server, fake_openai, WARMUP="true")
     server.wait_for_log(f"warm-up: model {MODEL!r} loaded")
