@@ -3,7 +3,7 @@
 One event stream feeds all three. text/plain (the default) carries the tokens
 only and ends a failed stream without its terminating chunk; SSE and NDJSON
 carry the same events, `token`, `done` and `error`, plus pings while the model
-is silent, and always end properly.
+has not sent its first token, and always end properly.
 """
 
 from __future__ import annotations
