@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format check-config bench fake-ollama clean install uninstall
+.PHONY: run test lint format check-config bench fake-ollama fake-openai clean install uninstall
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "piagent needs Python 3.11+"'
@@ -44,6 +44,9 @@ bench: $(VENV)/.bench
 
 fake-ollama: $(VENV)/.test
 	$(BIN)/python -m tests.fake_ollama --port 11434 --delay 0.05
+
+fake-openai: $(VENV)/.test
+	$(BIN)/python -m tests.fake_openai --port 8080 --delay 0.05
 
 # As root on the Pi: the service, its user, /opt/piagent, /etc/piagent, nginx site.
 install:

@@ -14,16 +14,18 @@ from piagent.blueprints.agents import bp as agents_bp
 from piagent.blueprints.chat import bp as chat_bp
 from piagent.blueprints.conversations import bp as conversations_bp
 from piagent.blueprints.health import bp as health_bp
+from piagent.blueprints.openai_chat import bp as openai_chat_bp
+from piagent.blueprints.openai_models import bp as openai_models_bp
 from piagent.blueprints.ready import bp as ready_bp
 from piagent.chat import ChatService
 from piagent.cors import install_cors
 from piagent.errors import register_error_handlers
 from piagent.memory import MemoryStore, build_memory
-from piagent.providers import OllamaProvider, Provider
+from piagent.providers import OllamaProvider, OpenAIProvider, Provider
 from piagent.proxy import TrustedProxies
 from piagent.rate_limits import install_rate_limits
 from piagent.requestlog import init_request_log
-from piagent.schemas import ChatRequestSchema
+from piagent.schemas import ChatCompletionSchema, ChatRequestSchema
 from piagent.settings import Settings, is_loopback_bind
 from piagent.warmup import start_warm_up
 
@@ -39,6 +41,7 @@ class Services:
     settings: Settings
     chat: ChatService
     chat_schema: ChatRequestSchema
+    completion_schema: ChatCompletionSchema
     provider: Provider
     memory: MemoryStore | None
 
@@ -64,16 +67,29 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         chat=ChatService(settings, agent_table, provider, memory),
         chat_schema=ChatRequestSchema(max_message_chars=settings.max_message_chars),
+        completion_schema=ChatCompletionSchema(
+            max_message_chars=settings.max_message_chars
+        ),
         provider=provider,
         memory=memory,
     )
-    for blueprint in (health_bp, ready_bp, agents_bp, chat_bp, conversations_bp):
+    for blueprint in (
+        health_bp,
+        ready_bp,
+        agents_bp,
+        chat_bp,
+        conversations_bp,
+        openai_chat_bp,
+        openai_models_bp,
+    ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     init_request_log(app, settings)
     # Order matters: limits first, so wrong keys are counted too; CORS headers
     # go on every answer, errors included, so browser code can read them.
-    install_rate_limits(app, settings, api_keys, chat_bp, unlimited=[health_bp])
+    install_rate_limits(
+        app, settings, api_keys, [chat_bp, openai_chat_bp], unlimited=[health_bp]
+    )
     install_auth(app, api_keys)
     install_cors(app, settings)
     _log_guards(settings, len(api_keys))
@@ -81,13 +97,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     _probe_in_background(provider, agent_table)
     if settings.warmup:
         default = agent_table.get("general")
-        start_warm_up(
-            provider, default.model if default else settings.ollama_model_general
-        )
+        start_warm_up(provider, default.model if default else settings.general_model)
     return app
 
 
 def build_provider(settings: Settings) -> Provider:
+    if settings.provider == "openai":
+        return OpenAIProvider(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            timeout=settings.ollama_timeout,
+            connect_timeout=settings.ollama_connect_timeout,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+        )
     return OllamaProvider(
         settings.ollama_host,
         timeout=settings.ollama_timeout,

@@ -95,7 +95,7 @@ def load_agents(settings: Settings) -> dict[str, Agent]:
         model = (
             header.get("model")
             or settings.agent_models.get(name)
-            or settings.ollama_model_general
+            or settings.general_model
         )
         agents[name] = Agent(name=name, system_prompt=prompt, model=model)
     return agents

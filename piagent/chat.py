@@ -11,16 +11,18 @@ from dataclasses import dataclass, field
 from piagent import stats as endings
 from piagent.agents import Agent
 from piagent.errors import (
-    GenerationTimeout,
+    ContextTooLong,
     MemoryUnavailable,
     ProviderError,
-    StreamAborted,
+    ProviderTimeout,
     StreamStalled,
+    UnknownModel,
     invalid_field,
 )
+from piagent.events import PING, Done, Event, EventStream, Token, Upstream
 from piagent.generation_queue import GenerationQueue, Slot, always_present
 from piagent.memory import MemoryStore, Message
-from piagent.providers import Provider, Reply, TokenStream
+from piagent.providers import Options, Provider, Reply, TokenStream
 from piagent.settings import Settings
 from piagent.stats import TurnStats
 
@@ -64,35 +66,22 @@ def build_messages(
 
 @dataclass(frozen=True)
 class Turn:
-    """One validated request; its history is read once it holds a slot."""
+    """One validated request; its history is read once it holds a slot.
+
+    A stateless turn (the OpenAI endpoint) brings its own `history`, the
+    client's messages, and is never recorded.
+    """
 
     conversation_id: str
     agent: Agent
     message: str
     stats: TurnStats = field(default_factory=TurnStats, compare=False)
+    history: tuple[dict[str, str], ...] | None = None
+    options: Options | None = None
 
-
-class _Relay:
-    """A relay generator whose close() frees the slot even if it never ran.
-
-    A generator that was never started skips its `finally` on close(), and a
-    response can be dropped before its first token is asked for.
-    """
-
-    def __init__(self, tokens: Iterator[str], upstream: TokenStream, slot: Slot):
-        self._tokens = tokens
-        self._upstream = upstream
-        self._slot = slot
-
-    def __iter__(self) -> Iterator[str]:
-        return self._tokens
-
-    def close(self) -> None:
-        try:
-            self._tokens.close()
-        finally:
-            self._upstream.close()
-            self._slot.release()
+    @property
+    def stateless(self) -> bool:
+        return self.history is not None
 
 
 class ChatService:
@@ -109,7 +98,11 @@ class ChatService:
         self._agents = dict(agents)
         self._provider = provider
         self._memory = memory if settings.enable_memory else None
+        self._ctx_tokens = settings.ctx_tokens
+        self._max_tokens = settings.max_tokens
         self._budget = settings.ctx_tokens - settings.max_tokens
+        self._prime_seconds = settings.stream_prime_seconds
+        self._ping_seconds = settings.stream_ping_seconds
         self._queue = queue or GenerationQueue(
             settings.max_concurrent_generations,
             settings.max_queued_generations,
@@ -134,9 +127,52 @@ class ChatService:
             raise invalid_field(
                 "agent", f"unknown agent {agent_name!r}; known agents: {known}"
             )
-        return Turn(conversation_id or str(uuid.uuid4()), agent, message)
+        stats = TurnStats(started_at=self._clock())
+        return Turn(conversation_id or str(uuid.uuid4()), agent, message, stats)
+
+    def start_stateless(
+        self,
+        agent_name: str,
+        messages: Sequence[dict[str, str]],
+        options: Options,
+        turn_id: str,
+    ) -> Turn:
+        """A turn whose history is the client's `messages`, as given (the agent's
+        system prompt goes first); it must fit the context window, since
+        trimming it would answer a different conversation than the one sent.
+        `max_tokens` above MAX_TOKENS is lowered to it."""
+        agent = self._agents.get(agent_name)
+        if agent is None:
+            known = ", ".join(self.agent_names())
+            raise UnknownModel(
+                f"The model {agent_name!r} does not exist; piagent's models are its "
+                f"agents: {known}"
+            )
+        max_tokens = min(options.max_tokens or self._max_tokens, self._max_tokens)
+        needed = estimate_tokens(agent.system_prompt) + sum(
+            estimate_tokens(m["content"]) for m in messages
+        )
+        if needed > self._ctx_tokens - max_tokens:
+            raise ContextTooLong(
+                f"the messages need about {needed} tokens, more than the "
+                f"{self._ctx_tokens - max_tokens} that CTX_TOKENS={self._ctx_tokens} "
+                f"leaves beside a reply of {max_tokens}; send fewer or shorter "
+                "messages"
+            )
+        last = messages[-1]["content"] if messages else ""
+        return Turn(
+            turn_id,
+            agent,
+            last,
+            TurnStats(started_at=self._clock()),
+            history=tuple(messages),
+            options=Options(temperature=options.temperature, max_tokens=max_tokens),
+        )
 
     def _messages(self, turn: Turn) -> list[dict[str, str]]:
+        system = {"role": "system", "content": turn.agent.system_prompt}
+        if turn.history is not None:
+            return [system, *turn.history]
         # Read only once the slot is held: a message that waited behind an
         # earlier one of the same conversation then sees that exchange, and a
         # request refused by the queue has not touched memory.
@@ -159,7 +195,9 @@ class ChatService:
         try:
             messages = self._messages(turn)
             with slot.bounded():
-                reply = self._provider.complete(turn.agent.model, messages)
+                reply = self._provider.complete(
+                    turn.agent.model, messages, turn.options
+                )
             stats = turn.stats
             stats.ended_at = self._clock()
             stats.first_token_at = reply.first_token_at
@@ -170,48 +208,82 @@ class ChatService:
         return reply
 
     def stream(
-        self, turn: Turn, client_present: Callable[[], bool] = always_present
-    ) -> Iterator[str]:
-        """A primed stream: failures before the first token raise here. The
-        slot is held until the stream ends, fails, runs out of time, or its
-        client goes (gunicorn then closes the iterator)."""
+        self,
+        turn: Turn,
+        client_present: Callable[[], bool] = always_present,
+        pings: bool = False,
+    ) -> EventStream:
+        """The turn's events, primed: failures before the first token raise here.
+
+        With `pings`, priming is bounded by STREAM_PRIME_SECONDS: a model still
+        silent then is awaited after the caller committed its 200, with a Ping
+        every STREAM_PING_SECONDS, and a failure in that wait is raised from
+        the iteration like any later one. The slot is held until the stream
+        ends, fails, runs out of time, or its client goes (the server then
+        closes the stream).
+        """
         slot = self._queue.acquire(client_present)
         try:
             messages = self._messages(turn)
-            with slot.bounded():
-                upstream = self._provider.stream(turn.agent.model, messages)
+
+            def start() -> TokenStream:
+                with slot.bounded():
+                    return self._provider.stream(
+                        turn.agent.model, messages, turn.options
+                    )
+
+            upstream = Upstream.start(start, self._prime_seconds if pings else None)
         except BaseException:
             slot.release()
             raise
-        # The provider returns once the first text arrived (or none will).
-        turn.stats.first_token_at = self._clock()
-        return _Relay(self._relay(turn, upstream, slot), upstream, slot)
+        if upstream.stream is not None:
+            turn.stats.first_token_at = self._clock()
 
-    def _relay(self, turn: Turn, upstream: TokenStream, slot: Slot) -> Iterator[str]:
+        def release() -> None:
+            try:
+                upstream.close()
+            finally:
+                slot.release()
+
+        return EventStream(self._relay(turn, upstream, slot), release)
+
+    def _relay(self, turn: Turn, upstream: Upstream, slot: Slot) -> Iterator[Event]:
         # A token counts as seen once the server asks for the next one, i.e.
         # after writing it; a client that left is noticed at that write. The
         # deadline is armed only while waiting on the model, never at `yield`.
         seen: list[str] = []
         stats = turn.stats
-        tokens = iter(upstream)
+        finished = False
         try:
+            if upstream.stream is None:
+                # The 200 is committed now: a first ping sends it at once.
+                yield PING
+                while not upstream.wait(self._ping_seconds):
+                    yield PING
+                upstream.resolve()
+                stats.first_token_at = self._clock()
+            tokens = iter(upstream.stream)  # type: ignore[arg-type]
             while True:
                 token = slot.next_within(tokens)
                 if token is None:
                     break
-                yield token
+                yield Token(token)
                 seen.append(token)
             stats.ending = endings.OK
+            self._finish(turn, upstream, seen)
+            finished = True
+            yield Done(stats)
         except GeneratorExit:
-            stats.ending = endings.CLIENT_GONE
-            log.info(
-                "client left conversation %s after %d chars; upstream closed",
-                turn.conversation_id,
-                sum(map(len, seen)),
-            )
+            if not finished:
+                stats.ending = endings.CLIENT_GONE
+                log.info(
+                    "client left conversation %s after %d chars; upstream closed",
+                    turn.conversation_id,
+                    sum(map(len, seen)),
+                )
             raise
         except ProviderError as exc:
-            stalled = isinstance(exc, StreamStalled | GenerationTimeout)
+            stalled = isinstance(exc, StreamStalled | ProviderTimeout)
             stats.ending = endings.TIMEOUT if stalled else endings.UPSTREAM_ERROR
             log.warning(
                 "stream of conversation %s cut after %d chars: %s",
@@ -219,24 +291,32 @@ class ChatService:
                 sum(map(len, seen)),
                 exc.detail,
             )
-            raise StreamAborted(str(exc.detail)) from exc
+            raise
         except Exception:
             stats.ending = endings.ERROR
             raise
         finally:
-            upstream.close()
-            stats.ended_at = self._clock()
-            stats.chunks, stats.usage = len(seen), upstream.usage
-            stats.reply = "".join(seen)
             try:
-                self._record(turn, stats.reply)
-            except MemoryUnavailable as exc:
-                # The 200 and the text went out already: all that is left is to say
-                # the exchange was not stored.
-                log.warning("exchange of %s not stored: %s", turn.conversation_id, exc)
+                upstream.close()
+                if not finished:
+                    self._finish(turn, upstream, seen)
             finally:
                 slot.release()
 
+    def _finish(self, turn: Turn, upstream: Upstream, seen: list[str]) -> None:
+        """Fill in the turn's facts and record what the client saw."""
+        stats = turn.stats
+        stats.ended_at = self._clock()
+        stats.chunks = len(seen)
+        stats.usage = upstream.stream.usage if upstream.stream is not None else None
+        stats.reply = "".join(seen)
+        try:
+            self._record(turn, stats.reply)
+        except MemoryUnavailable as exc:
+            # The 200 and the text went out already: all that is left is to say
+            # the exchange was not stored.
+            log.warning("exchange of %s not stored: %s", turn.conversation_id, exc)
+
     def _record(self, turn: Turn, reply: str) -> None:
-        if self._memory is not None and reply:
+        if self._memory is not None and reply and not turn.stateless:
             self._memory.append_exchange(turn.conversation_id, turn.message, reply)

@@ -17,10 +17,11 @@ def install_rate_limits(
     app: Flask,
     settings: Settings,
     keys: ApiKeys,
-    chat: Blueprint,
+    chat: Iterable[Blueprint],
     unlimited: Iterable[Blueprint],
 ) -> Limiter | None:
-    """RATE_LIMIT_CHAT on the chat blueprint, RATE_LIMIT_DEFAULT on the rest.
+    """RATE_LIMIT_CHAT on the generating blueprints (/chat and
+    /v1/chat/completions, one budget for both), RATE_LIMIT_DEFAULT on the rest.
 
     Must be installed before the API-key check: a request with a wrong key is
     then counted against its client address, so guessing keys is rate limited
@@ -44,10 +45,12 @@ def install_rate_limits(
         default_limits=[default_limit] if default_limit else [],
         headers_enabled=True,
     )
-    if chat_limit:
-        limiter.limit(chat_limit)(chat)
-    else:
-        limiter.exempt(chat)
+    shared = limiter.shared_limit(chat_limit, scope="chat") if chat_limit else None
+    for blueprint in chat:
+        if shared is not None:
+            shared(blueprint)
+        else:
+            limiter.exempt(blueprint)
     for blueprint in unlimited:
         limiter.exempt(blueprint)
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from piagent.agents import AGENT_NAME
 from piagent.errors import InvalidFields
@@ -60,6 +68,116 @@ class ChatRequestSchema(Schema):
             raise ValidationError(
                 f"message is longer than {self.max_message_chars} characters"
             )
+
+
+class StrictNumber(fields.Float):
+    """A JSON number: "0.5" or true are refused, not converted."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer: 5.0, "5" or true are refused."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class MessageContent(fields.Field):
+    """A message's text: a string, or a list of text parts joined (no images)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(
+            isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+            for part in value
+        ):
+            return "".join(part["text"] for part in value)
+        raise ValidationError(
+            'content must be a string or a list of {"type": "text", "text"} '
+            "parts; piagent's models read text only"
+        )
+
+
+class ChatMessageSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    role = fields.String(
+        required=True,
+        validate=validate.OneOf(
+            ["system", "developer", "user", "assistant"],
+            error="role must be system, developer, user or assistant",
+        ),
+    )
+    content = MessageContent(required=True, allow_none=True)
+
+
+class StreamOptionsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    include_usage = StrictBoolean(load_default=False)
+
+
+class ChatCompletionSchema(Schema):
+    """OpenAI's chat completion request, the part piagent honours; other
+    fields (top_p, stop, user, ...) are ignored like unknown /chat fields."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    model = fields.String(required=True, validate=validate.Length(min=1))
+    messages = fields.List(
+        fields.Nested(ChatMessageSchema),
+        required=True,
+        validate=validate.Length(min=1, error="messages must not be empty"),
+    )
+    temperature = StrictNumber(
+        load_default=None, allow_none=True, validate=validate.Range(0, 2)
+    )
+    max_tokens = StrictInteger(
+        load_default=None, allow_none=True, validate=validate.Range(min=1)
+    )
+    max_completion_tokens = StrictInteger(
+        load_default=None, allow_none=True, validate=validate.Range(min=1)
+    )
+    n = StrictInteger(
+        load_default=1,
+        allow_none=True,
+        validate=validate.Equal(1, error="only n=1 is supported"),
+    )
+    stream = StrictBoolean(load_default=False, allow_none=True)
+    stream_options = fields.Nested(
+        StreamOptionsSchema, load_default=None, allow_none=True
+    )
+
+    def __init__(self, max_message_chars: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_message_chars = max_message_chars
+
+    @validates_schema(skip_on_field_errors=True)
+    def _check_messages(self, data: dict[str, Any], **kwargs: Any) -> None:
+        # A schema validator: it runs only once every message deserialized.
+        value = data["messages"]
+        for message in value:
+            if len(message["content"]) > self.max_message_chars:
+                raise ValidationError(
+                    f"a message is longer than {self.max_message_chars} characters",
+                    "messages",
+                )
+        if not any(message["content"].strip() for message in value):
+            raise ValidationError("messages must contain some text", "messages")
 
 
 def load_or_422(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from decouple import Config, RepositoryEmpty, RepositoryEnv
 from limits import parse_many
 
-PROVIDERS = ("ollama",)
+PROVIDERS = ("ollama", "openai")
 LOG_FORMATS = ("json", "text")
 MEMORY_BACKENDS = ("memory", "sqlite", "redis")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
@@ -36,19 +36,24 @@ def _help(text: str, default: Any) -> Any:
 class Settings:
     """Everything piagent can be configured with; each field is one variable."""
 
-    provider: str = _help("Model server kind; only `ollama` for now.", "ollama")
+    provider: str = _help(
+        "Model server kind: `ollama`, or `openai` for any OpenAI-compatible server.",
+        "ollama",
+    )
     ollama_host: str = _help("Base URL of Ollama.", "http://127.0.0.1:11434")
     ollama_model_general: str = _help(
         "Model for agents that name none and have no OLLAMA_MODEL_<AGENT>.",
         "qwen2.5:3b-instruct",
     )
     ollama_timeout: float = _help(
-        "Seconds to wait for Ollama's first byte and between bytes; a cold Pi must "
+        "Seconds to wait for the model server's first byte and between bytes (also "
+        "with PROVIDER=openai); a cold Pi must "
         "load the model first, and giving up aborts the load.",
         300.0,
     )
     ollama_connect_timeout: float = _help(
-        "Seconds to wait for a TCP connection to Ollama; keeps 'Ollama is down' fast.",
+        "Seconds to wait for a TCP connection to the model server (also with "
+        "PROVIDER=openai); keeps 'it is down' fast.",
         3.0,
     )
     ollama_keep_alive: str = _help(
@@ -72,11 +77,38 @@ class Settings:
     )
     agent_models: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}),
-        metadata={"help": "Per-agent models from OLLAMA_MODEL_<AGENT> (from_env)."},
+        metadata={
+            "help": "Per-agent models from OLLAMA_MODEL_<AGENT> (or OPENAI_MODEL_"
+            "<AGENT> with PROVIDER=openai), read by from_env."
+        },
     )
     max_body_bytes: int = _help("Largest accepted request body in bytes.", 65536)
     max_message_chars: int = _help("Longest accepted message in characters.", 4000)
     log_level: str = _help("Log level of piagent's own logger.", "info")
+    # --- OpenAI-compatible model server (PROVIDER=openai) ---
+    openai_base_url: str = _help(
+        "Base URL of an OpenAI-compatible server, up to and including /v1.",
+        "http://127.0.0.1:8080/v1",
+    )
+    openai_api_key: str = field(
+        default="",
+        repr=False,
+        metadata={"help": "Bearer key for that server; empty sends none."},
+    )
+    openai_model_general: str = _help(
+        "Model for agents that name none and have no OPENAI_MODEL_<AGENT>.",
+        "qwen2.5-3b-instruct",
+    )
+    # --- Streams: SSE and NDJSON ---
+    stream_prime_seconds: float = _help(
+        "Seconds an SSE or NDJSON stream waits for the first token before it "
+        "answers 200 and sends pings; failures within it get their real status.",
+        5.0,
+    )
+    stream_ping_seconds: float = _help(
+        "Seconds between pings of an SSE or NDJSON stream while the model is silent.",
+        10.0,
+    )
     # --- Deployment: proxies, request logs, warm-up ---
     trusted_proxies: str = _help(
         "Comma-separated addresses or networks of reverse proxies whose "
@@ -162,6 +194,13 @@ class Settings:
             check(self)
 
     @property
+    def general_model(self) -> str:
+        """The model of agents that name none, from the provider's own variable."""
+        if self.provider == "openai":
+            return self.openai_model_general
+        return self.ollama_model_general
+
+    @property
     def memory_ttl_seconds(self) -> float:
         return self.memory_ttl_min * 60
 
@@ -191,8 +230,9 @@ class Settings:
 
             agent_names = discover_agent_names(values.get("agents_dir", ""))
         models = {}
+        provider = values.get("provider", "ollama")
         for name in agent_names:
-            variable = agent_model_variable(name)
+            variable = agent_model_variable(name, provider)
             model = config(variable, default="").strip()
             if model:
                 models[name] = model
@@ -200,9 +240,11 @@ class Settings:
         return cls(**values)
 
 
-def agent_model_variable(agent: str) -> str:
-    """OLLAMA_MODEL_<AGENT>: upper case, with `-` as `_` so shells accept it."""
-    return "OLLAMA_MODEL_" + agent.upper().replace("-", "_")
+def agent_model_variable(agent: str, provider: str = "ollama") -> str:
+    """OLLAMA_MODEL_<AGENT> (OPENAI_MODEL_<AGENT> with PROVIDER=openai): upper
+    case, with `-` as `_` so shells accept it."""
+    prefix = "OPENAI_MODEL_" if provider == "openai" else "OLLAMA_MODEL_"
+    return prefix + agent.upper().replace("-", "_")
 
 
 def _parse(variable: str, raw: str, kind: str) -> Any:
@@ -275,26 +317,35 @@ def _check_numbers(s: Settings) -> None:
     )
 
 
-def _check_text(s: Settings) -> None:
-    _require(s.provider in PROVIDERS, "PROVIDER", s.provider, f"one of {PROVIDERS}")
-    parts = urlsplit(s.ollama_host)
+def _check_http_url(variable: str, value: str, example: str) -> None:
+    parts = urlsplit(value)
     _require(
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and " " not in s.ollama_host,
-        "OLLAMA_HOST",
-        s.ollama_host,
-        "an http(s) URL such as http://127.0.0.1:11434",
+        parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value,
+        variable,
+        value,
+        f"an http(s) URL such as {example}",
     )
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        _require(False, "OLLAMA_HOST", s.ollama_host, "a URL with a valid port")
+        _require(False, variable, value, "a URL with a valid port")
+
+
+def _check_text(s: Settings) -> None:
+    _require(s.provider in PROVIDERS, "PROVIDER", s.provider, f"one of {PROVIDERS}")
+    _check_http_url("OLLAMA_HOST", s.ollama_host, "http://127.0.0.1:11434")
     _require(
         bool(s.ollama_model_general.strip()),
         "OLLAMA_MODEL_GENERAL",
         s.ollama_model_general,
         "a model name such as qwen2.5:3b-instruct",
+    )
+    _check_http_url("OPENAI_BASE_URL", s.openai_base_url, "http://127.0.0.1:8080/v1")
+    _require(
+        bool(s.openai_model_general.strip()),
+        "OPENAI_MODEL_GENERAL",
+        s.openai_model_general,
+        "a model name as the server's GET /v1/models lists it",
     )
     _require(
         KEEP_ALIVE_PATTERN.fullmatch(s.ollama_keep_alive) is not None,
@@ -307,6 +358,21 @@ def _check_text(s: Settings) -> None:
         "LOG_LEVEL",
         s.log_level,
         "debug, info, warning or error",
+    )
+
+
+def _check_streams(s: Settings) -> None:
+    _require(
+        s.stream_prime_seconds >= 0,
+        "STREAM_PRIME_SECONDS",
+        s.stream_prime_seconds,
+        "seconds >= 0",
+    )
+    _require(
+        s.stream_ping_seconds > 0,
+        "STREAM_PING_SECONDS",
+        s.stream_ping_seconds,
+        "seconds > 0",
     )
 
 
@@ -454,6 +520,7 @@ def _check_security(s: Settings) -> None:
 _CHECKS: tuple[Callable[[Settings], None], ...] = (
     _check_numbers,
     _check_text,
+    _check_streams,
     _check_deployment,
     _check_memory_backend,
     _check_security,

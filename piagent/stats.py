@@ -23,6 +23,7 @@ class TurnStats:
     except through the relay's local counters, written once at the end.
     """
 
+    started_at: float | None = None
     first_token_at: float | None = None
     ended_at: float | None = None
     chunks: int | None = None
@@ -51,6 +52,20 @@ class TurnStats:
         if tokens < 2 or elapsed <= 0:
             return None
         return (tokens - 1) / elapsed
+
+    def summary(self) -> dict[str, int | float | None]:
+        """Token counts and speed as /chat reports them (`usage`): the model
+        server's counts; time to first token from when the request was taken."""
+        ttft = None
+        if self.started_at is not None and self.first_token_at is not None:
+            ttft = round(max(self.first_token_at - self.started_at, 0.0), 3)
+        rate = self.tokens_per_second()
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "reply_tokens": self.reply_tokens,
+            "ttft_s": ttft,
+            "tokens_per_s": round(rate, 2) if rate is not None else None,
+        }
 
 
 def ending_for_status(status: int) -> str:

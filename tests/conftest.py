@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_ollama import FakeOllama
+from tests.fake_openai import FakeOpenAI
 from tests.redis_server import RedisServer, redis_available
 from tests.server import Server
 
@@ -28,6 +29,20 @@ def ollama(fake_ollama: FakeOllama) -> Iterator[FakeOllama]:
     fake_ollama.reset()
     yield fake_ollama
     fake_ollama.reset()
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_openai(fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """The shared fake OpenAI-compatible server, reset around each test."""
+    fake_openai_server.reset()
+    yield fake_openai_server
+    fake_openai_server.reset()
 
 
 @pytest.fixture(scope="session")

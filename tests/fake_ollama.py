@@ -9,6 +9,7 @@ Usage:
         fake.behaviour = Behaviour(delay=0.05, fault="drop")
         ...point piagent at fake.url...; fake.wait_for_disconnect(2.0)
 
+A reply longer than options.num_predict is cut there, with done_reason "length".
 Order on POST /api/chat and /api/generate: the body is read and recorded, then
 drop_before, hang, first_delay, 400 (bad body / no model), 404 (unknown model),
 status_400/500/503, load-only requests, then the reply with any mid-stream fault.
@@ -190,6 +191,18 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         return b"".join(parts)
 
+    def _read_request(self) -> tuple[bytes, Any]:
+        """The body and its JSON (None if it is not JSON); objects are recorded."""
+        raw = self._read_body()
+        try:
+            req = json.loads(raw)
+        except ValueError:
+            req = None
+        if isinstance(req, dict):
+            with self.fake._cond:
+                self.fake.requests.append(req)
+        return raw, req
+
     def do_GET(self) -> None:
         path, models = self.path.split("?")[0], self.fake.behaviour.models
         if path == "/":
@@ -220,16 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _post(self, b: Behaviour) -> None:
-        t0, raw = time.monotonic_ns(), self._read_body()
+        t0 = time.monotonic_ns()
+        raw, req = self._read_request()
         if self.path not in ("/api/chat", "/api/generate"):
             return self._send(404, b"404 page not found", "text/plain")
-        try:
-            req = json.loads(raw)
-        except ValueError:
-            req = None
-        if isinstance(req, dict):
-            with self.fake._cond:
-                self.fake.requests.append(req)
         if b.fault == "drop_before":
             return self._drop()
         if b.fault == "hang":
@@ -272,11 +279,16 @@ class _Handler(BaseHTTPRequestHandler):
             metrics.update(prompt_eval_count=sum(map(len, texts)) // 4 + 1)
             metrics.update(prompt_eval_duration=total // 4, eval_count=self._sent)
             metrics.update(eval_duration=total // 2)
-            return _dumps(line(text, done_reason="stop", done=True, **metrics))
+            return _dumps(line(text, done_reason=reason, done=True, **metrics))
 
         tokens, fault = list(b.tokens), b.fault
         if b.echo:
             tokens.insert(0, texts[-1] + "|")
+        # num_predict cuts the reply like a model would, one token a chunk.
+        limit = (req.get("options") or {}).get("num_predict")
+        reason = "stop"
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, reason = tokens[:limit], "length"
         if req.get("stream", True) is False:
             self._pause(b.delay * len(tokens))
             if fault == "hang_mid":
@@ -318,6 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOllama:
     """Owns the server and everything tests want to observe about the traffic."""
 
+    handler: type[BaseHTTPRequestHandler] = _Handler
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behaviour = Behaviour()
         self.requests: list[dict[str, Any]] = []
@@ -330,7 +344,7 @@ class FakeOllama:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # Bind now so that url is known (and the port reserved) before start().
-        self._server = _Server((host, port), _Handler)
+        self._server = _Server((host, port), self.handler)
         self._server.fake = self
         self.host, self.port = self._server.server_address[:2]
         self.url = f"http://{self.host}:{self.port}"
@@ -406,22 +420,24 @@ class FakeOllama:
             return list(self._loaded.items())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_ollama",
-        description="Serve a fake Ollama (chat/generate/tags/ps/version) until Ctrl-C.",
-    )
+def arguments(prog: str, description: str, port: int, models: str):
+    """The command line of a fake model server (this one or tests.fake_openai)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--tokens", type=int, metavar="N", help="reply 'word1 '...")
     parser.add_argument("--delay", type=float, default=0.0, metavar="S")
     parser.add_argument("--first-delay", type=float, default=0.0, metavar="S")
     parser.add_argument("--fault", choices=FAULTS)
     parser.add_argument("--fault-after", type=int, default=2, metavar="N")
-    parser.add_argument("--models", default="qwen2.5:3b-instruct", help="a,b,...")
-    args = parser.parse_args(argv)
+    parser.add_argument("--models", default=models, help="a,b,...")
+    return parser
+
+
+def serve(fake_class: type["FakeOllama"], args: argparse.Namespace, banner: str):
+    """Run a fake with the behaviour the arguments describe until Ctrl-C."""
     words = [f"word{i} " for i in range(1, (args.tokens or 0) + 1)]
-    fake = FakeOllama(args.host, args.port)
+    fake = fake_class(args.host, args.port)
     fake.behaviour = Behaviour(
         tokens=words if args.tokens is not None else list(DEFAULT_TOKENS),
         delay=args.delay,
@@ -431,13 +447,23 @@ def main(argv: list[str] | None = None) -> None:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
     )
     fake.start()
-    print(f"fake ollama listening on {fake.url}", flush=True)
+    print(banner.format(url=fake.url), flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments(
+        "python -m tests.fake_ollama",
+        "Serve a fake Ollama (chat/generate/tags/ps/version) until Ctrl-C.",
+        11434,
+        "qwen2.5:3b-instruct",
+    )
+    serve(FakeOllama, parser.parse_args(argv), "fake ollama listening on {url}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ SETTINGS = [f.name.upper() for f in fields(Settings) if f.name != "agent_models"
 SERVER_SETTINGS = ["BIND", "WORKERS", "WORKER_CONNECTIONS", "GRACEFUL_TIMEOUT"]
 
 
-@pytest.mark.parametrize("name", SETTINGS + SERVER_SETTINGS + ["OLLAMA_MODEL_<AGENT>"])
+PER_AGENT = ["OLLAMA_MODEL_<AGENT>", "OPENAI_MODEL_<AGENT>"]
+
+
+@pytest.mark.parametrize("name", SETTINGS + SERVER_SETTINGS + PER_AGENT)
 def test_readme_documents_setting(name):
     assert f"`{name}`" in (ROOT / "README.md").read_text()
 

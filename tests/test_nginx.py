@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 
+import openai
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
@@ -175,6 +176,30 @@ def test_body_over_the_limit_is_a_json_413_from_nginx(client, nginx, ollama):
     assert response.status_code == 413
     assert response.json() == {"detail": "request body is larger than 65536 bytes"}
     assert ollama.requests == []
+
+
+def test_body_over_the_limit_under_v1_is_openais_400_from_nginx(client, nginx, ollama):
+    response = client.post(
+        nginx.url + "/v1/chat/completions",
+        data=json.dumps({"model": "general", "messages": "x" * 70_000}),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"] == "request body is larger than 65536 bytes"
+    assert error["type"] == "invalid_request_error"
+    assert ollama.requests == []
+
+
+def test_openai_client_streams_through_nginx(nginx, ollama):
+    ollama.behaviour = Behaviour(tokens=[f"t{i} " for i in range(6)], delay=0.1)
+    with openai.OpenAI(base_url=nginx.url + "/v1", api_key="x", max_retries=0) as api:
+        stream = api.chat.completions.create(
+            model="general", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "".join(f"t{i} " for i in range(6))
 
 
 def test_logged_client_address_is_the_clients_not_nginxs(

@@ -58,7 +58,18 @@ def test_env_file_values_are_parsed_to_their_types(tmp_path):
         ("OLLAMA_TIMEOUT=0", "OLLAMA_TIMEOUT=0.0: expected seconds > 0"),
         ("OLLAMA_TIMEOUT=nan", "OLLAMA_TIMEOUT='nan': expected a finite number"),
         ("OLLAMA_KEEP_ALIVE=soon", "OLLAMA_KEEP_ALIVE='soon': expected seconds or"),
-        ("PROVIDER=openai", "PROVIDER='openai': expected one of"),
+        ("PROVIDER=llama", "PROVIDER='llama': expected one of"),
+        (
+            "OPENAI_BASE_URL=localhost:8080",
+            "OPENAI_BASE_URL='localhost:8080': expected",
+        ),
+        (
+            "OPENAI_BASE_URL=http://x:0x",
+            "OPENAI_BASE_URL='http://x:0x': expected a URL",
+        ),
+        ("OPENAI_MODEL_GENERAL= ", "OPENAI_MODEL_GENERAL='': expected a model name"),
+        ("STREAM_PRIME_SECONDS=-1", "STREAM_PRIME_SECONDS=-1.0: expected seconds >= 0"),
+        ("STREAM_PING_SECONDS=0", "STREAM_PING_SECONDS=0.0: expected seconds > 0"),
         ("MAX_BODY_BYTES=10", "MAX_BODY_BYTES=10: expected bytes >= 1024"),
         ("LOG_LEVEL=loud", "LOG_LEVEL='loud': expected debug, info"),
     ],
@@ -81,3 +92,23 @@ def test_settings_are_immutable():
 
 def test_agent_model_variable_is_shell_safe():
     assert agent_model_variable("home-assistant") == "OLLAMA_MODEL_HOME_ASSISTANT"
+
+
+def test_provider_openai_reads_its_own_model_variables(tmp_path):
+    s = from_file(
+        tmp_path,
+        "PROVIDER=openai\nOPENAI_BASE_URL=http://127.0.0.1:1234/v1\n"
+        "OPENAI_API_KEY=sk-secret\nOPENAI_MODEL_GENERAL=qwen2.5-3b-instruct\n"
+        "OPENAI_MODEL_CODER=qwen2.5-coder-1.5b\nOLLAMA_MODEL_CODER=ignored:1b\n",
+        agents=("general", "coder"),
+    )
+    assert (s.provider, s.openai_base_url) == ("openai", "http://127.0.0.1:1234/v1")
+    assert s.general_model == "qwen2.5-3b-instruct"
+    assert dict(s.agent_models) == {
+        "general": "qwen2.5-3b-instruct",
+        "coder": "qwen2.5-coder-1.5b",
+    }
+    assert "sk-secret" not in repr(s)
+    assert agent_model_variable("home-assistant", "openai") == (
+        "OPENAI_MODEL_HOME_ASSISTANT"
+    )

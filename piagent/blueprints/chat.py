@@ -1,11 +1,21 @@
-"""POST /chat: one message in, a JSON reply or a live text stream out."""
+"""POST /chat: one message in, a JSON reply or a live stream out.
+
+A stream is text/plain tokens unless the Accept header asks for
+`text/event-stream` (SSE) or `application/x-ndjson`; those two answer 200
+once the first token came or STREAM_PRIME_SECONDS passed, then ping while the
+model is silent and report a later failure as an `error` event.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from piagent.blueprints.connection import client_probe
 from piagent.blueprints.json_body import read_json_object
+from piagent.blueprints.stream_formats import CONTENT_TYPES, FORMATS, TEXT, framer
+from piagent.events import Done
 from piagent.schemas import load_or_422, sent_conversation_id
 
 bp = Blueprint("chat", __name__)
@@ -15,6 +25,11 @@ STREAM_HEADERS = {
     # nginx would otherwise buffer the stream and deliver it at the end.
     "X-Accel-Buffering": "no",
 }
+
+
+def stream_format() -> str:
+    """text/plain unless the client prefers SSE or NDJSON; */* keeps text."""
+    return request.accept_mimetypes.best_match(FORMATS, default=TEXT) or TEXT
 
 
 @bp.post("/chat")
@@ -30,17 +45,31 @@ def chat() -> Response:
     g.conversation_id = turn.conversation_id
     g.turn = turn  # read by the request log when the response is closed
     present = client_probe(request.environ)
+    provider = services.chat.provider_name
     if not fields["stream"]:
         reply = services.chat.reply(turn, present)
         return jsonify(
             reply=reply.text,
             conversation_id=turn.conversation_id,
             model=reply.model,
-            provider=services.chat.provider_name,
+            provider=provider,
+            usage=turn.stats.summary(),
         )
-    tokens = services.chat.stream(turn, present)
+    media_type = stream_format()
+
+    def done(event: Done) -> dict[str, Any]:
+        return {
+            "conversation_id": turn.conversation_id,
+            "model": turn.agent.model,
+            "provider": provider,
+            "usage": event.stats.summary(),
+        }
+
+    events = services.chat.stream(turn, present, pings=media_type != TEXT)
     return Response(
-        tokens, content_type="text/plain; charset=utf-8", headers=STREAM_HEADERS
+        events.framed(framer(media_type, done)),
+        content_type=CONTENT_TYPES[media_type],
+        headers=STREAM_HEADERS,
     )
 
 

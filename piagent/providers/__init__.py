@@ -2,6 +2,7 @@
 
 from piagent.providers.base import (
     ModelState,
+    Options,
     Provider,
     Readiness,
     Reply,
@@ -9,10 +10,13 @@ from piagent.providers.base import (
     Usage,
 )
 from piagent.providers.ollama import OllamaProvider
+from piagent.providers.openai import OpenAIProvider
 
 __all__ = [
     "ModelState",
     "OllamaProvider",
+    "OpenAIProvider",
+    "Options",
     "Provider",
     "Readiness",
     "Reply",

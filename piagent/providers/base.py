@@ -17,6 +17,14 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Options:
+    """Per-request sampling asked by a client; None keeps the provider's setting."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str
     model: str
@@ -55,6 +63,8 @@ class TokenStream(Protocol):
 
     model: str
     usage: Usage | None
+    # time.monotonic() when the first text arrived.
+    first_token_at: float | None
 
     def __iter__(self) -> Iterator[str]: ...
 
@@ -66,11 +76,21 @@ class Provider(Protocol):
 
     name: str
 
-    def stream(self, model: str, messages: Sequence[dict[str, str]]) -> TokenStream:
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        options: Options | None = None,
+    ) -> TokenStream:
         """Start a generation; raise a ProviderError if it fails before any text."""
         ...
 
-    def complete(self, model: str, messages: Sequence[dict[str, str]]) -> Reply:
+    def complete(
+        self,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        options: Options | None = None,
+    ) -> Reply:
         """The whole reply; a failure at any point raises a ProviderError."""
         ...
 

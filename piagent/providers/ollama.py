@@ -4,39 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError
-from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
 from piagent.errors import (
     ModelMissing,
-    PiagentError,
     ProviderBusy,
     ProviderError,
     ProviderFailed,
-    ProviderTimeout,
-    ProviderUnreachable,
-    StreamBroken,
-    StreamStalled,
 )
-from piagent.providers.base import ModelState, Readiness, Reply, Usage
+from piagent.providers.base import ModelState, Options, Readiness, Usage
+from piagent.providers.http import HttpProvider, LineStream
 
 log = logging.getLogger("piagent")
-
-# Idle connections kept per worker. It only has to cover the streams one gevent
-# worker can hold at once (worker_connections), or urllib3 discards connections
-# and warns "pool is full".
-POOL_SIZE = 1024
-# Seconds /ready waits for Ollama's model lists: a health check must be quick.
-READY_TIMEOUT = 5.0
-ERROR_BODY_LIMIT = 8192
 
 
 def keep_alive_value(setting: str) -> int | str:
@@ -44,8 +26,12 @@ def keep_alive_value(setting: str) -> int | str:
     return int(setting) if setting.lstrip("-").isdigit() else setting
 
 
-class OllamaProvider:
+class OllamaProvider(HttpProvider):
     name = "ollama"
+    label = "Ollama"
+    start_hint = (
+        "is it running? Start it with `ollama serve` or `systemctl start ollama`."
+    )
 
     def __init__(
         self,
@@ -56,63 +42,33 @@ class OllamaProvider:
         keep_alive: str,
         options: dict[str, Any],
     ) -> None:
-        self.host = host.rstrip("/")
-        self._timeouts = (connect_timeout, timeout)
-        self._read_timeout = timeout
+        super().__init__(host, timeout=timeout, connect_timeout=connect_timeout)
+        self._options = dict(options)
         self._payload = {
             "stream": True,
-            "options": options,
+            "options": self._options,
             "keep_alive": keep_alive_value(keep_alive),
         }
-        session = requests.Session()
-        # No proxies or .netrc for a loopback peer, and no per-request env lookups.
-        session.trust_env = False
-        self._adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0
-        )
-        session.mount("http://", self._adapter)
-        session.mount("https://", self._adapter)
-        self._session = session
         self._chat_url = self.host + "/api/chat"
 
-    def _post_chat(self, body: bytes) -> requests.Response:
-        """POST straight through the session's adapter and its connection pool.
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        options: Options | None = None,
+    ) -> OllamaStream:
+        payload = {"model": model, "messages": list(messages), **self._payload}
+        if options is not None:
+            payload["options"] = self._merged(options)
+        return self._open_stream(self._chat_url, payload, OllamaStream, model)
 
-        Session.request would merge cookies, hooks, environment settings and
-        redirects on every call, none of which apply to Ollama; that was about
-        a tenth of a whole /chat request's CPU on a profile.
-        """
-        request = requests.PreparedRequest()
-        request.method = "POST"
-        request.url = self._chat_url
-        request.headers = CaseInsensitiveDict(
-            {"Content-Type": "application/json", "Content-Length": str(len(body))}
-        )
-        request.body = body
-        return self._adapter.send(request, stream=True, timeout=self._timeouts)
-
-    def stream(self, model: str, messages: Sequence[dict[str, str]]) -> OllamaStream:
-        body = json.dumps({"model": model, "messages": list(messages), **self._payload})
-        with self.translate_errors():
-            response = self._post_chat(body.encode())
-        if response.status_code != 200:
-            raise self._status_error(response, model)
-        stream = OllamaStream(self, response, model)
-        stream.prime()
-        return stream
-
-    def complete(self, model: str, messages: Sequence[dict[str, str]]) -> Reply:
-        stream = self.stream(model, messages)
-        try:
-            text = "".join(stream)
-        finally:
-            stream.close()
-        return Reply(
-            text=text,
-            model=model,
-            usage=stream.usage or Usage(),
-            first_token_at=stream.first_token_at,
-        )
+    def _merged(self, options: Options) -> dict[str, Any]:
+        merged = dict(self._options)
+        if options.temperature is not None:
+            merged["temperature"] = options.temperature
+        if options.max_tokens is not None:
+            merged["num_predict"] = options.max_tokens
+        return merged
 
     def readiness(self, models: Sequence[str]) -> Readiness:
         wanted = sorted(set(models))
@@ -148,10 +104,7 @@ class OllamaProvider:
 
     def _model_names(self, path: str) -> set[str]:
         """Names in /api/tags (pulled) or /api/ps (loaded), with a short timeout."""
-        with self.translate_errors():
-            response = self._session.get(
-                self.host + path, timeout=(self._timeouts[0], READY_TIMEOUT)
-            )
+        response = self._get(path)
         with response:
             if response.status_code != 200:
                 raise ProviderFailed(
@@ -174,10 +127,7 @@ class OllamaProvider:
 
     def probe(self, models: Sequence[str]) -> list[str]:
         try:
-            with self.translate_errors():
-                response = self._session.get(
-                    self.host + "/api/tags", timeout=(self._timeouts[0], 5.0)
-                )
+            response = self._get("/api/tags")
             response.close()
             if response.status_code != 200:
                 raise ProviderFailed(f"GET /api/tags answered {response.status_code}")
@@ -194,63 +144,8 @@ class OllamaProvider:
             if model not in pulled and f"{model}:latest" not in pulled
         ]
 
-    @contextmanager
-    def translate_errors(self, stream: OllamaStream | None = None) -> Iterator[None]:
-        """Turn requests' and urllib3's exceptions into provider errors, here only.
-
-        ConnectTimeout is both a ConnectionError and a Timeout, and a read
-        timeout can arrive as a ConnectionError wrapping urllib3's
-        ReadTimeoutError, so the order of these clauses matters. The body is
-        read from urllib3 directly, so its ProtocolError and ReadTimeoutError
-        arrive unwrapped. Once `stream` has handed out text, every failure is a
-        StreamBroken.
-        """
-        try:
-            yield
-        except PiagentError:
-            raise
-        except requests.ConnectTimeout as exc:
-            raise self._unreachable("connection timed out") from exc
-        except (requests.ReadTimeout, ReadTimeoutError) as exc:
-            raise self._timeout(_started(stream)) from exc
-        except (requests.ConnectionError, ChunkedEncodingError, ProtocolError) as exc:
-            if _wraps_read_timeout(exc):
-                raise self._timeout(_started(stream)) from exc
-            if _started(stream):
-                raise StreamBroken(f"Ollama at {self.host} dropped the stream") from exc
-            if not isinstance(exc, requests.ConnectionError):
-                raise ProviderFailed(
-                    f"Ollama at {self.host} cut its reply short"
-                ) from exc
-            raise self._unreachable(_reason(exc)) from exc
-        except (requests.RequestException, HTTPError) as exc:
-            error = StreamBroken if _started(stream) else ProviderFailed
-            raise error(f"bad response from Ollama at {self.host}: {exc}") from exc
-
-    def _unreachable(self, reason: str) -> ProviderUnreachable:
-        return ProviderUnreachable(
-            f"Ollama unreachable at {self.host} ({reason}); is it running? "
-            "Start it with `ollama serve` or `systemctl start ollama`."
-        )
-
-    def _timeout(self, started: bool) -> ProviderError:
-        seconds = f"{self._read_timeout:g}"
-        if started:
-            return StreamStalled(f"Ollama sent nothing for {seconds} s mid-reply")
-        return ProviderTimeout(
-            f"no reply from Ollama within OLLAMA_TIMEOUT={seconds} s; the model may "
-            "still be loading: try again, or raise OLLAMA_TIMEOUT"
-        )
-
     def _status_error(self, response: requests.Response, model: str) -> ProviderError:
-        try:
-            with self.translate_errors():
-                raw = next(response.iter_content(ERROR_BODY_LIMIT), b"")
-        except ProviderError:
-            raw = b""
-        finally:
-            response.close()
-        message = _error_message(raw) or f"HTTP {response.status_code}"
+        message, _ = self._error_body(response)
         if response.status_code == 404:
             return ModelMissing(
                 f"model {model!r} is not available in Ollama at {self.host} "
@@ -261,53 +156,10 @@ class OllamaProvider:
         return ProviderFailed(f"Ollama failed (HTTP {response.status_code}): {message}")
 
 
-class OllamaStream:
+class OllamaStream(LineStream):
     """One /api/chat response, yielding `message.content` of each NDJSON line."""
 
-    def __init__(
-        self, provider: OllamaProvider, response: requests.Response, model: str
-    ):
-        self.model = model
-        self.usage: Usage | None = None
-        self._provider = provider
-        self._response = response
-        self.started = False
-        self.first_token_at: float | None = None
-        self._first: str | None = None
-        self._tokens = self._read_tokens()
-
-    def prime(self) -> None:
-        """Wait for the first text so failures before it still get their status."""
-        try:
-            self._first = next(self._tokens, None)
-        except BaseException:
-            self.close()
-            raise
-        self.first_token_at = time.monotonic()
-        self.started = True
-
-    def __iter__(self) -> Iterator[str]:
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-        yield from self._tokens
-
-    def close(self) -> None:
-        self._tokens.close()
-        self._response.close()
-
-    def _read_tokens(self) -> Iterator[str]:
-        done = False
-        with self._provider.translate_errors(self):
-            # urllib3's own generator: requests' iter_content adds a layer per chunk.
-            for line in _split_lines(self._response.raw.stream(None)):
-                if done:
-                    continue
-                content, done = self._parse(line)
-                if content:
-                    yield content
-        if not done:
-            raise self._failure("Ollama ended the reply without its final line")
+    unfinished = "ended the reply without its final line"
 
     def _parse(self, line: bytes) -> tuple[str, bool]:
         try:
@@ -331,63 +183,10 @@ class OllamaStream:
             return content, True
         return content, False
 
-    def _failure(self, message: str) -> ProviderError:
-        return StreamBroken(message) if self.started else ProviderFailed(message)
-
-
-def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """NDJSON lines as soon as each is complete; Ollama sends one per chunk.
-
-    requests' iter_lines can hold a finished line back until more bytes
-    arrive (psf/requests#2433), which would batch tokens.
-    """
-    pending = b""
-    for chunk in chunks:
-        if pending:
-            chunk = pending + chunk
-            pending = b""
-        if chunk.endswith(b"\n") and chunk.count(b"\n") == 1:
-            if chunk.strip():
-                yield chunk
-            continue
-        *lines, pending = chunk.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield line
-    if pending.strip():
-        yield pending
-
 
 def _listed(model: str, names: set[str]) -> bool:
     """Ollama lists a model pulled without a tag as `<name>:latest`."""
     return model in names or f"{model}:latest" in names
-
-
-def _started(stream: OllamaStream | None) -> bool:
-    return stream is not None and stream.started
-
-
-def _wraps_read_timeout(exc: BaseException) -> bool:
-    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    if "Connection refused" in text or "ConnectionRefused" in text:
-        return "connection refused"
-    if "RemoteDisconnected" in text or "closed connection" in text:
-        return "it closed the connection without answering"
-    return "connection failed"
-
-
-def _error_message(raw: bytes) -> str:
-    try:
-        item = json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace").strip()[:300]
-    if isinstance(item, dict) and isinstance(item.get("error"), str):
-        return item["error"]
-    return raw.decode("utf-8", "replace").strip()[:300]
 
 
 def _malformed(line: bytes) -> str:

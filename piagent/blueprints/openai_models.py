@@ -1,0 +1,27 @@
+"""GET /v1/models: the agents, as OpenAI's model list (a model is an agent)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+
+from piagent.errors import UnknownModel
+
+bp = Blueprint("openai_models", __name__)
+
+
+def _model(name: str) -> dict[str, str | int]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "piagent"}
+
+
+@bp.get("/v1/models")
+def models() -> dict:
+    names = current_app.extensions["piagent"].chat.agent_names()
+    return {"object": "list", "data": [_model(name) for name in names]}
+
+
+@bp.get("/v1/models/<path:name>")
+def model(name: str) -> dict:
+    names = current_app.extensions["piagent"].chat.agent_names()
+    if name not in names:
+        raise UnknownModel(f"The model {name!r} does not exist")
+    return _model(name)

@@ -1,0 +1,322 @@
+"""What the HTTP providers share: a pooled session, error translation, line streams.
+
+Ollama (NDJSON) and OpenAI-compatible servers (SSE) differ only in how a line
+of the streamed body reads and in how an error status is worded; the pooling,
+the one boundary where `requests` and urllib3 exceptions become provider
+errors, the priming of the first token and the line splitting are here once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError
+from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
+
+from piagent.errors import (
+    PiagentError,
+    ProviderError,
+    ProviderFailed,
+    ProviderTimeout,
+    ProviderUnreachable,
+    StreamBroken,
+    StreamStalled,
+)
+from piagent.providers.base import Options, Reply, Usage
+
+# Idle connections kept per worker. It only has to cover the streams one gevent
+# worker can hold at once (worker_connections), or urllib3 discards connections
+# and warns "pool is full".
+POOL_SIZE = 1024
+# Seconds /ready waits for a model list: a health check must be quick.
+READY_TIMEOUT = 5.0
+ERROR_BODY_LIMIT = 8192
+
+S = TypeVar("S", bound="LineStream")
+
+
+class HttpProvider:
+    """A model server over one pooled requests session.
+
+    Subclasses set `label` (how messages name the server), `start_hint` (what
+    to do when it is down) and parse their own lines in a `LineStream`.
+    """
+
+    name = "http"
+    label = "the model server"
+    start_hint = "is it running?"
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.host = host.rstrip("/")
+        self._timeouts = (connect_timeout, timeout)
+        self._read_timeout = timeout
+        self._headers = dict(headers or {})
+        session = requests.Session()
+        # No proxies or .netrc for a loopback peer, and no per-request env lookups.
+        session.trust_env = False
+        session.headers.update(self._headers)
+        self._adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0
+        )
+        session.mount("http://", self._adapter)
+        session.mount("https://", self._adapter)
+        self._session = session
+
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        options: Options | None = None,
+    ) -> LineStream:
+        raise NotImplementedError
+
+    def complete(
+        self,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        options: Options | None = None,
+    ) -> Reply:
+        """Always a stream underneath, so the read timeout bounds each gap between
+        bytes and never the length of a whole reply."""
+        stream = self.stream(model, messages, options)
+        try:
+            text = "".join(stream)
+        finally:
+            stream.close()
+        return Reply(
+            text=text,
+            model=model,
+            usage=stream.usage or Usage(),
+            first_token_at=stream.first_token_at,
+        )
+
+    def _open_stream(
+        self, url: str, payload: dict[str, Any], stream_class: type[S], model: str
+    ) -> S:
+        """POST the request, map an error status, and prime the first token."""
+        with self.translate_errors():
+            response = self._post_stream(url, json.dumps(payload).encode())
+        if response.status_code != 200:
+            raise self._status_error(response, model)
+        stream = stream_class(self, response, model)
+        stream.prime()
+        return stream
+
+    def _status_error(self, response: requests.Response, model: str) -> ProviderError:
+        raise NotImplementedError
+
+    def _post_stream(self, url: str, body: bytes) -> requests.Response:
+        """POST straight through the session's adapter and its connection pool.
+
+        Session.request would merge cookies, hooks, environment settings and
+        redirects on every call, none of which apply to a model server; that
+        was about a tenth of a whole /chat request's CPU on a profile.
+        """
+        request = requests.PreparedRequest()
+        request.method = "POST"
+        request.url = url
+        request.headers = CaseInsensitiveDict(
+            {
+                **self._headers,
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+            }
+        )
+        request.body = body
+        return self._adapter.send(request, stream=True, timeout=self._timeouts)
+
+    def _get(self, path: str, read_timeout: float = READY_TIMEOUT) -> requests.Response:
+        with self.translate_errors():
+            return self._session.get(
+                self.host + path, timeout=(self._timeouts[0], read_timeout)
+            )
+
+    @contextmanager
+    def translate_errors(self, stream: LineStream | None = None) -> Iterator[None]:
+        """Turn requests' and urllib3's exceptions into provider errors, here only.
+
+        ConnectTimeout is both a ConnectionError and a Timeout, and a read
+        timeout can arrive as a ConnectionError wrapping urllib3's
+        ReadTimeoutError, so the order of these clauses matters. The body is
+        read from urllib3 directly, so its ProtocolError and ReadTimeoutError
+        arrive unwrapped. Once `stream` has handed out text, every failure is a
+        StreamBroken.
+        """
+        try:
+            yield
+        except PiagentError:
+            raise
+        except requests.ConnectTimeout as exc:
+            raise self._unreachable("connection timed out") from exc
+        except (requests.ReadTimeout, ReadTimeoutError) as exc:
+            raise self._timeout(_started(stream)) from exc
+        except (requests.ConnectionError, ChunkedEncodingError, ProtocolError) as exc:
+            if _wraps_read_timeout(exc):
+                raise self._timeout(_started(stream)) from exc
+            where = f"{self.label} at {self.host}"
+            if _started(stream):
+                raise StreamBroken(f"{where} dropped the stream") from exc
+            if not isinstance(exc, requests.ConnectionError):
+                raise ProviderFailed(f"{where} cut its reply short") from exc
+            raise self._unreachable(_reason(exc)) from exc
+        except (requests.RequestException, HTTPError) as exc:
+            error = StreamBroken if _started(stream) else ProviderFailed
+            raise error(
+                f"bad response from {self.label} at {self.host}: {exc}"
+            ) from exc
+
+    def _unreachable(self, reason: str) -> ProviderUnreachable:
+        return ProviderUnreachable(
+            f"{self.label} unreachable at {self.host} ({reason}); {self.start_hint}"
+        )
+
+    def _timeout(self, started: bool) -> ProviderError:
+        seconds = f"{self._read_timeout:g}"
+        if started:
+            return StreamStalled(f"{self.label} sent nothing for {seconds} s mid-reply")
+        return ProviderTimeout(
+            f"no reply from {self.label} within OLLAMA_TIMEOUT={seconds} s; the model "
+            "may still be loading: try again, or raise OLLAMA_TIMEOUT"
+        )
+
+    def _error_body(self, response: requests.Response) -> tuple[str, str | None]:
+        """The message and code of an error answer; the response is closed."""
+        try:
+            with self.translate_errors():
+                raw = next(response.iter_content(ERROR_BODY_LIMIT), b"")
+        except ProviderError:
+            raw = b""
+        finally:
+            response.close()
+        message, code = error_message(raw)
+        return message or f"HTTP {response.status_code}", code
+
+
+class LineStream:
+    """One streamed response, yielding the text of each line as it arrives.
+
+    Subclasses implement `_parse(line) -> (text, done)` and may set `usage`;
+    a stream whose body ends before a line said `done` is a failure.
+    """
+
+    unfinished = "the reply ended without its final line"
+
+    def __init__(self, provider: HttpProvider, response: requests.Response, model: str):
+        self.model = model
+        self.usage: Usage | None = None
+        self._provider = provider
+        self._response = response
+        self.started = False
+        self.first_token_at: float | None = None
+        self._first: str | None = None
+        self._tokens = self._read_tokens()
+
+    def prime(self) -> None:
+        """Wait for the first text so failures before it still get their status."""
+        try:
+            self._first = next(self._tokens, None)
+        except BaseException:
+            self.close()
+            raise
+        self.first_token_at = time.monotonic()
+        self.started = True
+
+    def __iter__(self) -> Iterator[str]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._tokens
+
+    def close(self) -> None:
+        self._tokens.close()
+        self._response.close()
+
+    def _read_tokens(self) -> Iterator[str]:
+        done = False
+        with self._provider.translate_errors(self):
+            # urllib3's own generator: requests' iter_content adds a layer per chunk.
+            for line in split_lines(self._response.raw.stream(None)):
+                if done:
+                    continue
+                content, done = self._parse(line)
+                if content:
+                    yield content
+        if not done:
+            raise self._failure(f"{self._provider.label} {self.unfinished}")
+
+    def _parse(self, line: bytes) -> tuple[str, bool]:
+        raise NotImplementedError
+
+    def _failure(self, message: str) -> ProviderError:
+        return StreamBroken(message) if self.started else ProviderFailed(message)
+
+
+def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Non-empty lines as soon as each is complete; servers send one per chunk.
+
+    requests' iter_lines can hold a finished line back until more bytes
+    arrive (psf/requests#2433), which would batch tokens.
+    """
+    pending = b""
+    for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+            pending = b""
+        if chunk.endswith(b"\n") and chunk.count(b"\n") == 1:
+            if chunk.strip():
+                yield chunk
+            continue
+        *lines, pending = chunk.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+def error_message(raw: bytes) -> tuple[str, str | None]:
+    """The text of an error body: `{"error": "..."}` (Ollama), `{"error":
+    {"message", "code"}}` (OpenAI) or plain text; and its code, if any."""
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        item = None
+    if isinstance(item, dict):
+        error = item.get("error")
+        if isinstance(error, str):
+            return error, None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            code = error.get("code")
+            return error["message"], code if isinstance(code, str) else None
+    return raw.decode("utf-8", "replace").strip()[:300], None
+
+
+def _started(stream: LineStream | None) -> bool:
+    return stream is not None and stream.started
+
+
+def _wraps_read_timeout(exc: BaseException) -> bool:
+    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "connection refused"
+    if "RemoteDisconnected" in text or "closed connection" in text:
+        return "it closed the connection without answering"
+    return "connection failed"
