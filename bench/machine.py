@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 
@@ -25,6 +27,8 @@ PACKAGES = (
     "urllib3",
     "marshmallow",
     "python-decouple",
+    "flask-limiter",
+    "flask-cors",
     "psutil",
 )
 
@@ -63,3 +67,28 @@ def describe() -> dict[str, str]:
         "packages": ", ".join(versions),
         "load generator": wrk_version(),
     }
+
+
+def checkout(root: Path) -> str:
+    """Which code was measured: the git commit, and whether it had local edits.
+
+    Never the directory: a path says nothing to a reader on another machine.
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "(not a git checkout)"
+    return f"at commit {commit}" + (" with uncommitted changes" if dirty else "")
