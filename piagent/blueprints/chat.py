@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+import json
+
+from flask import Blueprint, Response, current_app, g, request
 
 from piagent.blueprints.connection import client_probe
 from piagent.blueprints.json_body import read_json_object
@@ -30,12 +32,19 @@ def chat() -> Response:
     present = client_probe(request.environ)
     if not fields["stream"]:
         reply = services.chat.reply(turn, present)
-        return jsonify(
-            reply=reply.text,
-            conversation_id=turn.conversation_id,
-            model=reply.model,
-            provider=services.chat.provider_name,
+        # json.dumps straight into a Response: what jsonify does, minus its
+        # provider lookups and argument handling (2% of a request's CPU).
+        body = json.dumps(
+            {
+                "reply": reply.text,
+                "conversation_id": turn.conversation_id,
+                "model": reply.model,
+                "provider": services.chat.provider_name,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
         )
+        return Response(body + "\n", mimetype="application/json")
     tokens = services.chat.stream(turn, present)
     return Response(
         tokens, content_type="text/plain; charset=utf-8", headers=STREAM_HEADERS
