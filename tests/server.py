@@ -71,7 +71,10 @@ class Server:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # The master listens before a worker has booted: a connect
+                # succeeds and the answer waits for the worker, which on a busy
+                # machine can take longer than the poll's timeout.
                 time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
 
