@@ -42,6 +42,8 @@ POOL_SIZE = 1024
 # Seconds /ready waits for Ollama's model lists: a health check must be quick.
 READY_TIMEOUT = 5.0
 ERROR_BODY_LIMIT = 8192
+# json.loads without its per-call argument checks, for every NDJSON line.
+_JSON = json.JSONDecoder()
 
 
 def keep_alive_value(setting: str) -> int | str:
@@ -418,7 +420,7 @@ class OllamaStream:
 
     def _parse(self, line: bytes) -> tuple[str, bool]:
         try:
-            item = json.loads(line.decode("utf-8"))
+            item = _JSON.decode(line.decode("utf-8"))
         except ValueError:
             item = None
         if not isinstance(item, dict):
@@ -453,15 +455,16 @@ def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         if pending:
             chunk = pending + chunk
             pending = b""
+        # isspace() rather than strip(): no copy of every line to skip blanks.
         if chunk.endswith(b"\n") and chunk.count(b"\n") == 1:
-            if chunk.strip():
+            if not chunk.isspace():
                 yield chunk
             continue
         *lines, pending = chunk.split(b"\n")
         for line in lines:
-            if line.strip():
+            if line and not line.isspace():
                 yield line
-    if pending.strip():
+    if pending and not pending.isspace():
         yield pending
 
 
