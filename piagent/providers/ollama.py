@@ -52,7 +52,7 @@ def keep_alive_value(setting: str) -> int | str:
 
 
 class _OllamaConnection(HTTPConnection):
-    """urllib3's connection with two system calls less per request.
+    """urllib3's connection, with less work per request under gevent.
 
     urllib3 asks "did the peer close?" before reusing a pooled connection, with
     poll(); under gevent a zero-timeout poll() goes through the hub (watchers,
