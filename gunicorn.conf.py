@@ -5,6 +5,7 @@ import os
 import sys
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
+from gunicorn.workers.base_async import AsyncWorker
 
 _env = Config(RepositoryEnv(".env") if os.path.isfile(".env") else RepositoryEmpty())
 
@@ -27,16 +28,36 @@ def _count(name, default, lowest):
 # --- Server socket ---
 # Where to listen. Loopback by default: put nginx in front to reach the LAN.
 bind = _env("BIND", default="127.0.0.1:8000")
-# Pending connections the kernel queues before accept; 64-2048.
-backlog = 512
+# Pending connections the kernel queues before accept; 64-4096 (the kernel
+# caps it at net.core.somaxconn). A burst beyond it is not refused but its SYNs
+# are dropped, and each such client waits 1 s or more to retry: 2048 holds a
+# burst as large as worker_connections with room to spare, for a few KB.
+backlog = 2048
 
 # --- Worker processes ---
 # One worker: with the default in-process memory store a second worker would
 # split conversations (and take RAM the model needs). MEMORY_BACKEND=sqlite or
 # redis share conversations between workers.
 workers = _count("WORKERS", 1, 1)
+
+
+class GeventWorker(AsyncWorker):
+    """gunicorn's gevent worker, with gevent imported in the worker only.
+
+    gunicorn imports the worker class in the master, which only forks and
+    watches workers; importing gevent there cost the master about 5 MB of RSS
+    for nothing. This stand-in becomes the real class once forked.
+    """
+
+    def init_process(self):
+        from gunicorn.workers.ggevent import GeventWorker as Real
+
+        self.__class__ = Real
+        self.init_process()
+
+
 # gevent: a stream waiting on the model costs a greenlet, not a thread.
-worker_class = "gevent"
+worker_class = GeventWorker
 # Open connections per worker, including idle streams waiting on a slow first
 # token; hundreds to a few thousand.
 worker_connections = _count("WORKER_CONNECTIONS", 1000, 1)

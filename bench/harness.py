@@ -27,6 +27,16 @@ from bench.processes import (
 
 T = TypeVar("T")
 MODEL = "bench-model"
+# The guards a Pi needs would turn a load test away: one generation at a time
+# with 4 waiting (the rest get 503) and 30 chats a minute per client (429). The
+# bench lifts them so every figure measures the relaying itself; the queue
+# still runs (every request takes and frees a slot), the rate limiter does not.
+LOAD_TEST_ENV = {
+    "MAX_CONCURRENT_GENERATIONS": "2000",
+    "MAX_QUEUED_GENERATIONS": "0",
+    "RATE_LIMIT_CHAT": "",
+    "RATE_LIMIT_DEFAULT": "",
+}
 TOKEN = b"tok "
 _STARTED = time.monotonic()
 
@@ -158,13 +168,14 @@ class Bench:
         return self.server_missing is None
 
     def gunicorn_env(self) -> dict[str, str]:
-        """The environment the brief promises piagent (plus quiet logs)."""
+        """The environment the brief promises piagent, plus LOAD_TEST_ENV."""
         return {
             "WORKERS": "1",
             "OLLAMA_HOST": self.fake.url,
             "OLLAMA_MODEL_GENERAL": MODEL,
             "ENABLE_MEMORY": "true",
             "PYTHONUNBUFFERED": "1",
+            **LOAD_TEST_ENV,
             **self.extra_env,
         }
 

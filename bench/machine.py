@@ -6,10 +6,16 @@ figure means nothing without the CPU, cores, memory and software behind it.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 
@@ -25,6 +31,8 @@ PACKAGES = (
     "urllib3",
     "marshmallow",
     "python-decouple",
+    "flask-limiter",
+    "flask-cors",
     "psutil",
 )
 
@@ -62,4 +70,60 @@ def describe() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
         "packages": ", ".join(versions),
         "load generator": wrk_version(),
+        "speed probe": speed_probe(),
     }
+
+
+def speed_probe(rounds: int = 20_000) -> str:
+    """Two costs every figure is made of, timed here and now (best of 3).
+
+    Why: on a shared VM the same code measures two or three times slower from
+    one day to the next; these say how fast the machine was during this run,
+    so runs on different days can be compared.
+    """
+    line = json.dumps(
+        {"model": "m", "message": {"role": "assistant", "content": "tok "}}
+    )
+    best_json = min(_timed(lambda: json.loads(line), rounds) for _ in range(3))
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        with client, peer:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def round_trip() -> None:
+                client.send(b"tok tok tok ")
+                peer.recv(64)
+
+            best_tcp = min(_timed(round_trip, rounds) for _ in range(3))
+    return (
+        f"json.loads of an Ollama line {best_json:.2f} µs; loopback TCP send + "
+        f"recv of 12 bytes {best_tcp:.2f} µs"
+    )
+
+
+def _timed(step: Callable[[], object], rounds: int) -> float:
+    started = time.perf_counter()
+    for _ in range(rounds):
+        step()
+    return (time.perf_counter() - started) / rounds * 1e6
+
+
+def checkout(root: Path) -> str:
+    """Which code was measured: the git commit, and whether it had local edits.
+
+    Never the directory: a path says nothing to a reader on another machine.
+    """
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "(not a git checkout)"
+    return f"at commit {commit}" + (" with uncommitted changes" if dirty else "")

@@ -141,6 +141,18 @@ def write_results_md(
     lines += [f"- {name}: {value}" for name, value in machine.items()]
     lines += [
         "",
+        "## Settings",
+        "",
+        "gunicorn.conf.py's and piagent's defaults, except (the generation queue "
+        "and rate limits lifted, or a load test would mostly measure 503s and "
+        "429s; see bench/README.md):",
+        "",
+    ]
+    lines += [
+        f"- `{name}={value}`" for name, value in meta.get("environment", {}).items()
+    ]
+    lines += [
+        "",
         "## Figures",
         "",
         "*piagent* is the median over runs through gunicorn + piagent (one gevent "
@@ -162,14 +174,14 @@ def write_results_md(
         "## Reproduce",
         "",
         "```",
-        "cd /work/main",
-        ".venv/bin/python -m bench.run            # full, ~10 min",
+        "make bench                               # full, ~10 min",
+        ".venv/bin/python -m bench.run            # the same, once the venv exists",
         ".venv/bin/python -m bench.run --quick    # ~3 min",
         ".venv/bin/python -m bench.run --only gaps,disconnect",
         "```",
         "",
-        "See bench/README.md for the fake Ollama's request scheme and each figure's "
-        "method.",
+        "See bench/README.md for the fake Ollama's request scheme, each figure's "
+        "method, and where piagent's time goes (profiles).",
         "",
     ]
     path.write_text("\n".join(lines))

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "runs": plan.runs,
         "figures": names,
-        "server": f"piagent at {bench.root}"
+        "server": f"piagent {machine.checkout(bench.root)}"
         if bench.has_server
         else f"not measured ({bench.server_missing})",
         "seconds": round(time.monotonic() - started, 1),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Flask
-from flask_cors import CORS
 
 from piagent.settings import Settings
 
@@ -31,6 +30,8 @@ def install_cors(app: Flask, settings: Settings) -> None:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if not origins:
         return
+    from flask_cors import CORS  # only when used: nothing to load for no CORS
+
     CORS(
         app,
         origins="*" if "*" in origins else origins,

@@ -90,9 +90,10 @@ class Slot:
         timer is armed only once the deadline is nearer than that; before, a
         clock check afterwards is enough, and the per-token path stays lean.
         """
-        if self.deadline - self._queue.clock() > self._queue.read_horizon:
+        queue = self._queue
+        if self.deadline - queue.clock() > queue.read_horizon:
             token = next(tokens, None)
-            if self.expired():
+            if queue.clock() >= self.deadline:
                 raise self.timeout_error()
             return token
         with self.bounded():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, request
-from flask_limiter import Limiter
 
 from piagent.auth import ApiKeys, caller
 from piagent.settings import Settings
+
+if TYPE_CHECKING:
+    from flask_limiter import Limiter
 
 LIMITER_RETRY_AFTER = "X-Piagent-Limiter-Retry-After"
 
@@ -33,6 +36,10 @@ def install_rate_limits(
     default_limit = settings.rate_limit_default.strip()
     if not chat_limit and not default_limit:
         return None
+    # Imported only when some limit is set: Flask-Limiter and limits are about
+    # 4 MB of RSS in each process, for nothing when rate limits are off.
+    from flask_limiter import Limiter
+
     app.config["RATELIMIT_HEADERS_ENABLED"] = True
     # Flask-Limiter would put a Retry-After on every answer, even a 200, and
     # raise the 503's own estimate to its window; it gets a header of its own,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,10 +22,15 @@ LOGGER = "piagent.request"
 
 
 def request_id(incoming: str | None) -> str:
-    """The client's (or nginx's) X-Request-Id when it is safe to echo, else new."""
+    """The client's (or nginx's) X-Request-Id when it is safe to echo, else new.
+
+    A new one is 128 random bits in hex, like uuid4().hex but from `random`:
+    it only has to be unique, not secret, and skips a getrandom() call per
+    request. Python reseeds `random` in each forked worker.
+    """
     if incoming and REQUEST_ID.fullmatch(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{random.getrandbits(128):032x}"
 
 
 def _rounded(value: float | None, digits: int = 3) -> float | None:

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
-from limits import parse_many
 
 PROVIDERS = ("ollama", "openai")
 LOG_FORMATS = ("json", "text")
@@ -473,6 +472,9 @@ def _check_security(s: Settings) -> None:
     ):
         if not value.strip():
             continue
+        # Imported only when a limit is set: limits costs about 3 MB per process.
+        from limits import parse_many
+
         try:
             parsed = parse_many(value.strip())
         except ValueError:
