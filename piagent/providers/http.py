@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
+from urllib3.util import Timeout
 
 from piagent.errors import (
     PiagentError,
@@ -30,6 +30,7 @@ from piagent.errors import (
     StreamStalled,
 )
 from piagent.providers.base import Options, Reply, Usage
+from piagent.providers.pool import SingleHostAdapter
 
 # Idle connections kept per worker. It only has to cover the streams one gevent
 # worker can hold at once (worker_connections), or urllib3 discards connections
@@ -63,15 +64,15 @@ class HttpProvider:
     ) -> None:
         self.host = host.rstrip("/")
         self._timeouts = (connect_timeout, timeout)
+        # Built once: requests would build and validate one per call.
+        self._stream_timeout = Timeout(connect=connect_timeout, read=timeout)
         self._read_timeout = timeout
         self._headers = dict(headers or {})
         session = requests.Session()
         # No proxies or .netrc for a loopback peer, and no per-request env lookups.
         session.trust_env = False
         session.headers.update(self._headers)
-        self._adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0
-        )
+        self._adapter = SingleHostAdapter(POOL_SIZE)
         session.mount("http://", self._adapter)
         session.mount("https://", self._adapter)
         self._session = session
@@ -137,7 +138,7 @@ class HttpProvider:
             }
         )
         request.body = body
-        return self._adapter.send(request, stream=True, timeout=self._timeouts)
+        return self._adapter.send(request, stream=True, timeout=self._stream_timeout)
 
     def _get(self, path: str, read_timeout: float = READY_TIMEOUT) -> requests.Response:
         with self.translate_errors():
@@ -247,12 +248,20 @@ class LineStream:
 
     def _read_tokens(self) -> Iterator[str]:
         done = False
+        raw = self._response.raw
+        # urllib3's chunk reader itself: requests' iter_content and urllib3's
+        # stream() each add a generator layer per chunk, and stream() a decoder
+        # call, with nothing to decode (http.client asks for identity).
+        if raw.chunked and raw.supports_chunked_reads():
+            chunks = raw.read_chunked(None, decode_content=False)
+        else:
+            chunks = raw.stream(None)
+        parse = self._parse
         with self._provider.translate_errors(self):
-            # urllib3's own generator: requests' iter_content adds a layer per chunk.
-            for line in split_lines(self._response.raw.stream(None)):
+            for line in split_lines(chunks):
                 if done:
                     continue
-                content, done = self._parse(line)
+                content, done = parse(line)
                 if content:
                     yield content
         if not done:
@@ -276,15 +285,16 @@ def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         if pending:
             chunk = pending + chunk
             pending = b""
+        # isspace() rather than strip(): no copy of every line to skip blanks.
         if chunk.endswith(b"\n") and chunk.count(b"\n") == 1:
-            if chunk.strip():
+            if not chunk.isspace():
                 yield chunk
             continue
         *lines, pending = chunk.split(b"\n")
         for line in lines:
-            if line.strip():
+            if line and not line.isspace():
                 yield line
-    if pending.strip():
+    if pending and not pending.isspace():
         yield pending
 
 

@@ -20,6 +20,9 @@ from piagent.providers.http import HttpProvider, LineStream
 
 log = logging.getLogger("piagent")
 
+# json.loads without its per-call argument checks, for every NDJSON line.
+_JSON = json.JSONDecoder()
+
 
 def keep_alive_value(setting: str) -> int | str:
     """Ollama reads a bare number as seconds but a string only as a Go duration."""
@@ -163,7 +166,7 @@ class OllamaStream(LineStream):
 
     def _parse(self, line: bytes) -> tuple[str, bool]:
         try:
-            item = json.loads(line.decode("utf-8"))
+            item = _JSON.decode(line.decode("utf-8"))
         except ValueError:
             item = None
         if not isinstance(item, dict):
