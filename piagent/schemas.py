@@ -60,10 +60,6 @@ class ChatRequestSchema(Schema):
     def _check_message(self, value: str, **kwargs: Any) -> None:
         if not value.strip():
             raise ValidationError("message must not be empty")
-        if not _encodable(value):
-            # JSON's \ud800 escapes decode to lone surrogates, which no model
-            # (and no UTF-8 encoder) can take.
-            raise ValidationError("message must be valid Unicode (no lone surrogates)")
         if len(value) > self.max_message_chars:
             raise ValidationError(
                 f"message is longer than {self.max_message_chars} characters"
@@ -220,11 +216,3 @@ def conversation_id_or_422(value: str) -> str:
             ]
         )
     return value
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

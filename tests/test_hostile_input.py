@@ -335,13 +335,38 @@ def test_a_body_shorter_than_its_length_is_a_json_400(server, ollama):
     assert ollama.requests == []
 
 
-def test_a_lone_surrogate_in_the_message_is_a_422(server, ollama):
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat", b'{"message": "\\ud800"}'),
+        ("/chat", '{"message": "hi \udfff"}'.encode("utf-16", "surrogatepass")),
+        (
+            "/v1/chat/completions",
+            b'{"model": "general", "messages": '
+            b'[{"role": "user", "content": "\\ud800"}]}',
+        ),
+    ],
+    ids=["chat-escape", "chat-utf16", "openai-escape"],
+)
+def test_a_lone_surrogate_anywhere_in_the_body_is_a_400(server, ollama, path, body):
     status, content_type, data = send_raw(
         server.port,
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: 21\r\n\r\n",
-        b'{"message": "\\ud800"}',
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode(),
+        body,
     )
-    assert (status, content_type) == (422, "application/json")
-    assert json.loads(data)["detail"][0]["loc"] == ["body", "message"]
+    assert (status, content_type) == (400, "application/json")
+    assert "lone surrogate" in data.decode()
     assert ollama.requests == []
+
+
+def test_a_surrogate_pair_is_an_ordinary_character(server, ollama):
+    body = b'{"message": "smile \\ud83d\\ude00"}'
+    status, _, data = send_raw(
+        server.port,
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body),
+        body,
+    )
+    assert status == 200, data
+    assert ollama.requests[-1]["messages"][-1]["content"] == "smile \U0001f600"

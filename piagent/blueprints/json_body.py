@@ -43,4 +43,19 @@ def read_json_object(limit: int) -> dict[str, Any]:
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise BadRequest("request body must be a JSON object")
+    if not _encodable(payload):
+        # Python's json accepts "\ud800" alone (and UTF-16 bodies with lone
+        # surrogates); nothing after it (a model, a UTF-8 encoder, a log line)
+        # can take the half character that decodes to. A few µs a request.
+        raise BadRequest(
+            "request body is not valid Unicode: it escapes a lone surrogate (\\udXXX)"
+        )
     return payload
+
+
+def _encodable(payload: dict[str, Any]) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
