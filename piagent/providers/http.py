@@ -85,6 +85,17 @@ class HttpProvider:
     ) -> LineStream:
         raise NotImplementedError
 
+    def probe(self, models: Sequence[str]) -> list[str]:
+        """Start-up warnings: the server down, or models it does not have."""
+        try:
+            return self._missing(sorted(set(models)))
+        except ProviderError as exc:
+            return [f"{exc.detail} /chat answers 502 until this is fixed."]
+
+    def _missing(self, models: list[str]) -> list[str]:
+        """One problem per model the server lacks; ProviderError if it cannot say."""
+        raise NotImplementedError
+
     def complete(
         self,
         model: str,

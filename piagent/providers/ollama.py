@@ -84,10 +84,8 @@ class OllamaProvider(HttpProvider):
             m: ModelState(pulled=_listed(m, pulled), loaded=_listed(m, loaded))
             for m in wanted
         }
-        missing = [m for m, state in states.items() if not state.pulled]
         problem = "; ".join(
-            f"model {m!r} is not pulled in Ollama at {self.host}: run `ollama pull {m}`"
-            for m in missing
+            self._not_pulled(m) for m, state in states.items() if not state.pulled
         )
         return Readiness(states, problem=problem or None)
 
@@ -128,24 +126,15 @@ class OllamaProvider(HttpProvider):
                     f"GET {path}: {exc}"
                 ) from None
 
-    def probe(self, models: Sequence[str]) -> list[str]:
-        try:
-            response = self._get("/api/tags")
-            response.close()
-            if response.status_code != 200:
-                raise ProviderFailed(f"GET /api/tags answered {response.status_code}")
-            listed = response.json().get("models", [])
-            pulled = {m.get("name") for m in listed if isinstance(m, dict)}
-        except ProviderError as exc:
-            return [f"{exc.detail} /chat answers 502 until this is fixed."]
-        except (ValueError, AttributeError) as exc:
-            return [f"Ollama at {self.host} sent an unexpected model list: {exc}"]
-        return [
+    def _missing(self, models: list[str]) -> list[str]:
+        pulled = self._model_names("/api/tags")
+        return [self._not_pulled(m) for m in models if not _listed(m, pulled)]
+
+    def _not_pulled(self, model: str) -> str:
+        return (
             f"model {model!r} is not pulled in Ollama at {self.host}: "
             f"run `ollama pull {model}`"
-            for model in sorted(set(models))
-            if model not in pulled and f"{model}:latest" not in pulled
-        ]
+        )
 
     def _status_error(self, response: requests.Response, model: str) -> ProviderError:
         message, _ = self._error_body(response)

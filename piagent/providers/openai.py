@@ -108,14 +108,9 @@ class OpenAIProvider(HttpProvider):
         )
         return Readiness(states, problem=problem or None)
 
-    def probe(self, models: Sequence[str]) -> list[str]:
-        try:
-            listed = self.models()
-        except ProviderError as exc:
-            return [f"{exc.detail} /chat answers 502 until this is fixed."]
-        return [
-            self._not_listed(m, listed) for m in sorted(set(models)) if m not in listed
-        ]
+    def _missing(self, models: list[str]) -> list[str]:
+        listed = self.models()
+        return [self._not_listed(m, listed) for m in models if m not in listed]
 
     def warm(self, model: str) -> None:
         """The API has no "load" call: ask for one token, which loads the model."""
@@ -172,11 +167,7 @@ class OpenAIStream(LineStream):
 
     def _parse(self, line: bytes) -> tuple[str, bool]:
         line = line.rstrip(b"\r")
-        if line.startswith(b":") or line.split(b":", 1)[0] in (
-            b"event",
-            b"id",
-            b"retry",
-        ):
+        if line.startswith(b":") or line.split(b":", 1)[0] in SKIPPED_FIELDS:
             return "", False
         if not line.startswith(b"data:"):
             raise self._malformed(line)
