@@ -255,6 +255,8 @@ def test_readiness_reports_an_unreachable_server_without_raising():
     ready = provider().readiness(["m"])
     assert not ready.ready
     assert f"OpenAI-compatible server unreachable at {BASE}" in ready.problem
+    [warning] = provider().probe(["m"])
+    assert warning == f"{ready.problem} /chat answers 502 until this is fixed."
 
 
 @responses.activate
