@@ -115,6 +115,9 @@ class ChatService:
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
 
+    def _known(self) -> str:
+        return ", ".join(self.agent_names())
+
     def models(self) -> list[str]:
         """Every model some agent uses, for readiness checks."""
         return sorted({agent.model for agent in self._agents.values()})
@@ -123,9 +126,8 @@ class ChatService:
         """Resolve the agent and the conversation; memory is not touched yet."""
         agent = self._agents.get(agent_name)
         if agent is None:
-            known = ", ".join(self.agent_names())
             raise invalid_field(
-                "agent", f"unknown agent {agent_name!r}; known agents: {known}"
+                "agent", f"unknown agent {agent_name!r}; known agents: {self._known()}"
             )
         stats = TurnStats(started_at=self._clock())
         return Turn(conversation_id or str(uuid.uuid4()), agent, message, stats)
@@ -143,10 +145,9 @@ class ChatService:
         `max_tokens` above MAX_TOKENS is lowered to it."""
         agent = self._agents.get(agent_name)
         if agent is None:
-            known = ", ".join(self.agent_names())
             raise UnknownModel(
                 f"The model {agent_name!r} does not exist; piagent's models are its "
-                f"agents: {known}"
+                f"agents: {self._known()}"
             )
         max_tokens = min(options.max_tokens or self._max_tokens, self._max_tokens)
         needed = estimate_tokens(agent.system_prompt) + sum(

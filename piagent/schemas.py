@@ -19,6 +19,7 @@ from piagent.agents import AGENT_NAME
 from piagent.errors import InvalidFields
 
 CONVERSATION_ID = r"[A-Za-z0-9._:-]{1,128}\Z"
+CONVERSATION_ID_RULE = "conversation_id must be 1-128 of A-Z a-z 0-9 . _ : -"
 
 
 class StrictBoolean(fields.Boolean):
@@ -48,7 +49,7 @@ class ChatRequestSchema(Schema):
         allow_none=True,
         validate=validate.Regexp(
             CONVERSATION_ID,
-            error="conversation_id must be 1-128 of A-Z a-z 0-9 . _ : -",
+            error=CONVERSATION_ID_RULE,
         ),
     )
 
@@ -211,7 +212,7 @@ def conversation_id_or_422(value: str) -> str:
             [
                 {
                     "loc": ["path", "conversation_id"],
-                    "msg": "conversation_id must be 1-128 of A-Z a-z 0-9 . _ : -",
+                    "msg": CONVERSATION_ID_RULE,
                 }
             ]
         )
