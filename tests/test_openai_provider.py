@@ -187,47 +187,57 @@ def test_connection_failures_map_before_any_text(exc, error, needle):
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "said"),
     [
-        sse({"error": {"message": "model crashed"}}),
-        "data: {not json\n\n",
-        sse([1, 2]),
-        sse({"choices": [{"delta": {"content": 5}}]}),
-        sse({"no": "choices"}),
-        '{"object": "chat.completion"}\n',
-        "",
+        (sse({"error": {"message": "model crashed"}}), "error: model crashed"),
+        (sse({"error": "plain words"}), "error: plain words"),
+        ("data: {not json\n\n", "malformed line"),
+        (sse([1, 2]), "malformed line"),
+        (sse({"choices": [{"delta": {"content": 5}}]}), "malformed line"),
+        (sse({"choices": [{"delta": "text"}]}), "malformed line"),
+        (sse({"no": "choices"}), "malformed line"),
+        ('{"object": "chat.completion"}\n', "malformed line"),
+        ("", "without `data: [DONE]`"),
     ],
     ids=[
         "error",
+        "error-string",
         "bad-json",
         "not-object",
         "bad-content",
+        "delta-not-object",
         "no-choices",
         "raw",
         "empty",
     ],
 )
 @responses.activate
-def test_bad_first_event_is_a_failure_before_any_text(body):
+def test_bad_first_event_is_a_failure_before_any_text(body, said):
     responses.post(CHAT, body=body)
-    with pytest.raises(ProviderFailed):
+    with pytest.raises(ProviderFailed) as caught:
         provider().stream(MODEL, MESSAGES)
+    assert said in caught.value.detail
 
 
 @pytest.mark.parametrize(
-    "tail",
-    [sse({"error": {"message": "boom"}}), "data: {broken\n\n", ""],
+    ("tail", "said"),
+    [
+        (sse({"error": {"message": "boom"}}), "error: boom"),
+        ("data: {broken\n\n", "malformed line"),
+        ("", "without `data: [DONE]`"),
+    ],
     ids=["error-event", "malformed-event", "no-done"],
 )
 @responses.activate
-def test_failure_after_first_token_breaks_the_stream(tail):
+def test_failure_after_first_token_breaks_the_stream(tail, said):
     responses.post(CHAT, body=sse(delta("a"), delta("b")) + tail)
     stream = provider().stream(MODEL, MESSAGES)
     got = []
-    with pytest.raises(StreamBroken):
+    with pytest.raises(StreamBroken) as caught:
         for piece in stream:
             got.append(piece)
     assert got == ["a", "b"]
+    assert said in caught.value.detail
 
 
 @responses.activate
