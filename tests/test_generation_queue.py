@@ -139,6 +139,37 @@ def test_a_waiter_gives_up_after_the_longest_wait_with_a_503():
     assert queue.active == 0
 
 
+def test_a_waiter_granted_the_slot_as_its_client_leaves_passes_it_on():
+    queue = make_queue(concurrent=1, queued=2)
+    holder = queue.acquire()
+
+    def leaves_as_it_is_served() -> bool:
+        holder.release()  # the slot is handed to this waiter...
+        return False  # ...just as its client is found gone
+
+    with pytest.raises(ClientGone):
+        queue.acquire(leaves_as_it_is_served)
+    assert queue.active == 0 and queue.waiting == 0
+    queue.acquire().release()
+
+
+def test_a_token_past_the_deadline_ends_the_generation_cheaply_checked():
+    clock = Clock()
+    queue = GenerationQueue(1, 0, 5.0, clock=clock, read_horizon=1.0)
+    slot = queue.acquire()
+
+    def tokens():
+        yield "a"
+        clock.now += 6  # the model took past the deadline for this one
+        yield "b"
+
+    stream = tokens()
+    assert slot.next_within(stream) == "a"  # far from the deadline: no timer
+    with pytest.raises(GenerationTimeout):
+        slot.next_within(stream)
+    slot.release()
+
+
 def test_release_twice_frees_one_slot_only():
     queue = make_queue(concurrent=2)
     slot = queue.acquire()
