@@ -104,6 +104,20 @@ def test_unit_runs_unprivileged_hardened_and_after_ollama_without_needing_it():
     assert "ReadWritePaths" not in unit
 
 
+def test_unit_allows_two_descriptors_for_every_connection_gunicorn_accepts():
+    limit = int(unit_directives()["LimitNOFILE"][0])
+    worker_connections = int(
+        re.search(
+            r'_count\("WORKER_CONNECTIONS", (\d+)',
+            (ROOT / "gunicorn.conf.py").read_text(),
+        )[1]
+    )
+    # a client socket and an upstream one per stream, plus files and sockets
+    # of the process itself
+    assert limit >= 2 * worker_connections + 256
+    assert "time-sync.target" in unit_directives()["After"][0]
+
+
 def test_unit_stop_timeout_outlasts_gunicorns_grace_period():
     stop_seconds = int(unit_directives()["TimeoutStopSec"][0])
     assert stop_seconds > 30  # GRACEFUL_TIMEOUT's default, gunicorn.conf.py
