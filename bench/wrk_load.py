@@ -34,10 +34,12 @@ class WrkResult:
 
 
 def ensure_wrk() -> str:
-    """Path of wrk, installing the Debian package if it is missing (we are root)."""
+    """Path of wrk, installing the Debian package if it is missing and we are root."""
     found = shutil.which("wrk")
     if found:
         return found
+    if os.geteuid() != 0:
+        raise SystemExit("bench: wrk is missing; install it: sudo apt-get install wrk")
     print("wrk missing: apt-get install -y wrk", file=sys.stderr, flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True)
