@@ -196,7 +196,7 @@ def crowd(bench: Bench) -> list[Row]:
             passed=None if rss is None else rss <= 130,
             runs={"piagent": [r.peak_rss / MB for r in p_large]},
             note="MB = 10^6 bytes; RSS summed over master + worker (shared pages "
-            "counted twice, as issue 3 defines it)",
+            "counted twice, as the target defines it)",
         ),
         Row(
             key="crowd_rss_per_stream",

@@ -168,7 +168,7 @@ class Bench:
         return self.server_missing is None
 
     def gunicorn_env(self) -> dict[str, str]:
-        """The environment issue 3 sets for piagent, plus LOAD_TEST_ENV."""
+        """The environment the benchmark gives piagent, plus LOAD_TEST_ENV."""
         return {
             "WORKERS": "1",
             "OLLAMA_HOST": self.fake.url,
