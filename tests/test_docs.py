@@ -1,5 +1,6 @@
 """The README and .env.example name every setting, so none is undocumented."""
 
+import re
 from dataclasses import fields
 
 import pytest
@@ -49,6 +50,9 @@ def test_readme_env_examples_are_valid_settings(tmp_path):
         path = tmp_path / f"example{number}.env"
         path.write_text(block)
         settings_from_file(path)  # a bad value raises SettingsError, naming it
+        names = re.findall(r"^([A-Z_]+)=", block, re.M)
+        # decouple ignores names it is not asked for: a typo would pass unseen
+        assert set(names) <= set(SETTINGS + SERVER_SETTINGS), names
 
 
 def test_env_example_parses_to_the_defaults():

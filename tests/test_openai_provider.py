@@ -150,6 +150,7 @@ def test_model_not_found_code_on_a_400_is_model_missing_too():
         (500, ProviderFailed, 502, "it broke"),
         (400, ProviderFailed, 502, "it broke"),
         (401, ProviderFailed, 502, "OPENAI_API_KEY"),
+        (403, ProviderFailed, 502, "OPENAI_API_KEY"),
         (429, ProviderBusy, 503, "it broke"),
         (503, ProviderBusy, 503, "it broke"),
     ],
@@ -274,3 +275,19 @@ def test_warm_asks_for_a_single_token():
     responses.post(CHAT, body=sse(delta("a"), "[DONE]"))
     provider().warm(MODEL)
     assert json.loads(responses.calls[0].request.body)["max_tokens"] == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ({"status": 500, "json": {"error": {"message": "down"}}}, "HTTP 500: down"),
+        ({"json": {"data": "not a list"}}, "unexpected model list"),
+        ({"body": "not json"}, "unexpected model list"),
+    ],
+    ids=["error-status", "bad-shape", "not-json"],
+)
+@responses.activate
+def test_a_model_list_the_server_cannot_give_is_a_readiness_problem(answer, said):
+    responses.get(BASE + "/models", **answer)
+    ready = provider().readiness(["m"])
+    assert not ready.ready and said in ready.problem

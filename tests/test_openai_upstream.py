@@ -102,7 +102,9 @@ def test_unknown_model_is_502_naming_it(server, fake_openai):
     fake_openai.behaviour = Behaviour(models=("other",))
     response = post(server, {"message": "hi"})
     assert response.status_code == 502
-    assert repr(MODEL) in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert f"model {MODEL!r} is not available" in detail
+    assert "/models" in detail  # where to look the right name up
 
 
 def test_unreachable_server_is_502_naming_it(start_server):
@@ -182,3 +184,5 @@ def test_ready_asks_the_servers_model_list(server, fake_openai):
 def test_warm_up_loads_the_model_with_a_one_token_request(start_server, fake_openai):
     server = start_openai(start_server, fake_openai, WARMUP="true")
     server.wait_for_log(f"warm-up: model {MODEL!r} loaded")
+    [warm] = [r for r in fake_openai.requests if r.get("model") == MODEL]
+    assert warm["max_tokens"] == 1
