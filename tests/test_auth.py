@@ -138,6 +138,30 @@ def test_no_key_reaches_the_log(guarded, ollama):
         assert secret not in log
 
 
+def test_a_keys_file_every_user_can_read_is_warned_about(tmp_path, caplog):
+    path = tmp_path / "keys"
+    path.write_text(KEY + "\n")
+    path.chmod(0o644)
+    with caplog.at_level("WARNING", logger="piagent"):
+        keys = load_api_keys(Settings(api_keys_file=str(path)))
+    assert len(keys) == 1
+    assert "is readable by every user; chmod 600 it" in caplog.text
+    assert KEY not in caplog.text
+    path.chmod(0o600)
+    caplog.clear()
+    load_api_keys(Settings(api_keys_file=str(path)))
+    assert "readable by every user" not in caplog.text
+
+
+def test_a_keys_file_that_is_not_text_stops_start_up_in_one_line(tmp_path):
+    path = tmp_path / "keys"
+    path.write_bytes(b"\xff\xfe" + KEY.encode("utf-16-le"))
+    with pytest.raises(SettingsError) as caught:
+        load_api_keys(Settings(api_keys_file=str(path)))
+    assert str(caught.value).startswith(f"API_KEYS_FILE={str(path)!r}: cannot read")
+    assert "\n" not in str(caught.value)
+
+
 def test_keys_file_skips_comments_and_blank_lines():
     text = f"# keys\n\n  {KEY}\n{OTHER} # the garage\n"
     assert parse_keys_file(text, "f") == [KEY, OTHER]

@@ -114,3 +114,18 @@ def test_origins_must_be_scheme_host_port(value):
     with pytest.raises(SettingsError) as caught:
         Settings(cors_origins=value)
     assert str(caught.value).startswith(f"CORS_ORIGINS={value!r}: expected origins")
+
+
+def test_a_star_allows_every_origin_without_credentials(start_server):
+    server = start_server(CORS_ORIGINS="*", API_KEYS=KEY)
+    response = requests.get(
+        server.url + "/agents",
+        headers={"Origin": "http://anything.example", "X-API-Key": KEY},
+        timeout=5,
+    )
+    assert response.status_code == 200
+    # Flask-CORS names the origin back (with Vary: Origin, so caches keep the
+    # answers apart) rather than sending a literal *; browsers accept either.
+    assert response.headers["Access-Control-Allow-Origin"] == "http://anything.example"
+    assert "Origin" in response.headers["Vary"]
+    assert "Access-Control-Allow-Credentials" not in response.headers
