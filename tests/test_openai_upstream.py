@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.faults import BEFORE_FIRST_TOKEN, assert_real_status
 from tests.server import MODEL
 from tests.test_memory_http import read_chunks
 from tests.test_queue_http import raw_request
@@ -78,24 +79,14 @@ def test_memory_carries_the_conversation(server, fake_openai):
     assert history[1:] == [("user", "one"), ("assistant", REPLY), ("user", "two")]
 
 
-@pytest.mark.parametrize(
-    ("fault", "status", "needle"),
-    [
-        ("status_500", 502, "llama runner process has terminated"),
-        ("status_503", 503, "busy"),
-        ("error_first", 502, "boom"),
-        ("drop_before", 502, "closed the connection"),
-        ("hang", 504, "OLLAMA_TIMEOUT"),
-    ],
-)
+@pytest.mark.parametrize(("fault", "status", "needle"), BEFORE_FIRST_TOKEN)
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
 def test_failure_before_first_token_gets_its_real_status(
     server, fake_openai, fault, status, needle, stream
 ):
     fake_openai.behaviour = Behaviour(fault=fault)
     response = post(server, {"message": "hi", "stream": stream})
-    assert response.status_code == status
-    assert needle in response.json()["detail"]
+    assert_real_status(response, status, needle)
 
 
 def test_unknown_model_is_502_naming_it(server, fake_openai):
