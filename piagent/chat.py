@@ -19,7 +19,7 @@ from piagent.errors import (
     UnknownModel,
     invalid_field,
 )
-from piagent.events import PING, Done, Event, EventStream, Token, Upstream
+from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
 from piagent.generation_queue import GenerationQueue, Slot, always_present
 from piagent.memory import MemoryStore, Message
 from piagent.providers import Options, Provider, Reply, TokenStream
@@ -263,13 +263,13 @@ class ChatService:
                     yield PING
                 upstream.resolve()
                 stats.first_token_at = self._clock()
-            tokens = iter(upstream.stream)  # type: ignore[arg-type]
+            batches = upstream.stream.batches()  # type: ignore[union-attr]
             while True:
-                token = slot.next_within(tokens)
-                if token is None:
+                batch = slot.next_within(batches)
+                if batch is None:
                     break
-                yield Token(token)
-                seen.append(token)
+                yield Tokens(batch)
+                seen.extend(batch)
             stats.ending = endings.OK
             self._finish(turn, upstream, seen)
             finished = True

@@ -21,8 +21,11 @@ from piagent.stats import TurnStats
 
 
 @dataclass(frozen=True)
-class Token:
-    text: str
+class Tokens:
+    """The model's text chunks that arrived together, in order: written to
+    the client in one go, each still framed as its own event."""
+
+    texts: list[str]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Done:
     stats: TurnStats
 
 
-Event = Token | Ping | Done
+Event = Tokens | Ping | Done
 PING = Ping()
 T = TypeVar("T")
 

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import gevent
 from gevent import monkey
@@ -36,6 +37,7 @@ WINDOW = 20
 # Per generation, until one has been measured: a short reply on a warm Pi.
 FIRST_GUESS_SECONDS = 10.0
 MAX_RETRY_AFTER = 3600
+T = TypeVar("T")
 
 
 def always_present() -> bool:
@@ -83,8 +85,8 @@ class Slot:
             f"the generation took longer than MAX_GENERATION_SECONDS={seconds} s"
         )
 
-    def next_within(self, tokens: Iterator[str]) -> str | None:
-        """next(tokens, None) within the deadline, cheaply for each token.
+    def next_within(self, tokens: Iterator[T]) -> T | None:
+        """next(tokens, None) within the deadline, cheaply for each batch.
 
         A blocked read returns within the provider's read timeout anyway, so a
         timer is armed only once the deadline is nearer than that; before, a

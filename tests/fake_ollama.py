@@ -57,6 +57,9 @@ class Behaviour:
     models: tuple[str, ...] = ("qwen2.5:3b-instruct",)
     # Start every reply with the user's message and "|", to tell replies apart.
     echo: bool = False
+    # Send a stream's lines in one write, as a model faster than its reader
+    # looks from the other side: every line arrives in one read.
+    burst: bool = False
 
     def __post_init__(self) -> None:
         # A typo in a fault name would otherwise silently test the happy path.
@@ -146,11 +149,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send(status, _dumps({"error": message}))
 
+    _held: list[bytes] | None = None
+
     def _chunk(self, data: bytes) -> None:
+        framed = b"%x\r\n%s\r\n" % (len(data), data)
+        if self._held is not None:
+            self._held.append(framed)
+            if data:
+                return
+            framed = self._release()
         try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(framed)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise _ClientGone from exc
+
+    def _release(self) -> bytes:
+        held, self._held = self._held or [], None
+        return b"".join(held)
 
     def _client_gone(self) -> bool:
         # Peek rather than write: a write to a closed peer often "succeeds" once.
@@ -176,6 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _drop(self) -> None:
         self.close_connection = True
         try:
+            if self._held is not None:
+                self.wfile.write(self._release())
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -306,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self._held = [] if b.burst else None
         if fault == "error_first":
             self._chunk(_dumps({"error": RUN_ERROR}) + b"\n")
             return self._chunk(b"")

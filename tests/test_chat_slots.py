@@ -5,7 +5,7 @@ import pytest
 from piagent.agents import Agent
 from piagent.chat import ChatService
 from piagent.errors import ProviderFailed, QueueFull, StreamBroken
-from piagent.events import Done, Token
+from piagent.events import Done, Tokens
 from piagent.generation_queue import GenerationQueue
 from piagent.memory import LocalMemoryStore
 from piagent.providers import Reply, Usage
@@ -25,6 +25,9 @@ class FakeStream:
             if index == self._fail_after:
                 raise StreamBroken("boom")
             yield token
+
+    def batches(self):
+        return ([token] for token in self)
 
     def close(self):
         self.closed = True
@@ -57,7 +60,9 @@ def texts(events):
     """The tokens of an event stream, checking that it ends with Done."""
     events = list(events)
     assert isinstance(events[-1], Done)
-    return [event.text for event in events if isinstance(event, Token)]
+    return [
+        text for event in events if isinstance(event, Tokens) for text in event.texts
+    ]
 
 
 def service(provider):

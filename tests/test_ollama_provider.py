@@ -14,7 +14,7 @@ from piagent.errors import (
     ProviderUnreachable,
     StreamBroken,
 )
-from piagent.providers.http import split_lines
+from piagent.providers.chunked import line_batches
 from piagent.providers.ollama import OllamaProvider, keep_alive_value
 
 HOST = "http://ollama.test:11434"
@@ -80,7 +80,7 @@ def test_complete_joins_tokens_byte_exact_and_reads_usage():
 def test_lines_split_anywhere_are_reassembled(size):
     body = ndjson(token("a"), token("b"), DONE).encode()
     chunks = [body[i : i + size] for i in range(0, len(body), size)]
-    lines = list(split_lines(iter(chunks)))
+    lines = [line for batch in line_batches(iter(chunks)) for line in batch]
     assert [json.loads(line) for line in lines] == [token("a"), token("b"), DONE]
 
 

@@ -129,6 +129,16 @@ def test_stream_yields_chunks_then_finish_and_usage(client, ollama):
     assert chunks[-1].usage.completion_tokens == len(DEFAULT_TOKENS)
 
 
+def test_a_reply_that_arrives_at_once_is_still_a_chunk_per_token(client, ollama):
+    tokens = [f"w{i} " for i in range(40)]
+    ollama.behaviour = Behaviour(tokens=tokens, burst=True)
+    stream = client.chat.completions.create(
+        model="general", messages=HELLO, stream=True
+    )
+    deltas = [c.choices[0].delta.content for c in stream if c.choices]
+    assert deltas[1:-1] == tokens  # after the role chunk, before the finish
+
+
 def test_stream_without_include_usage_has_no_usage_chunk(client):
     stream = client.chat.completions.create(
         model="general", messages=HELLO, stream=True

@@ -268,3 +268,44 @@ def test_a_client_leaving_during_pings_frees_its_slot(start_server, ollama):
             break
         time.sleep(0.1)
     assert again.status_code == 200, again.text
+
+
+BURST = [f"w{i} " for i in range(40)]
+
+
+@pytest.mark.parametrize("accept", [SSE, NDJSON])
+def test_a_reply_that_arrives_at_once_still_has_one_event_per_token(
+    server, ollama, accept
+):
+    ollama.behaviour = Behaviour(tokens=BURST, burst=True)
+    events = read_events(open_stream(server, accept), accept)
+    assert [data["text"] for name, data in events if name == "token"] == BURST
+    assert events[-1][0] == "done"
+    assert events[-1][1]["usage"]["reply_tokens"] == len(BURST)
+
+
+def test_a_plain_text_reply_that_arrives_at_once_is_byte_exact(server, ollama):
+    tokens = ["Grüß", " 🙂", "\n", *BURST]
+    ollama.behaviour = Behaviour(tokens=tokens, burst=True)
+    assert open_stream(server, "text/plain").content == "".join(tokens).encode()
+
+
+@pytest.mark.parametrize("accept", [SSE, NDJSON])
+def test_text_that_arrived_with_a_failure_reaches_the_client_and_memory(
+    server, ollama, accept
+):
+    ollama.behaviour = Behaviour(
+        tokens=BURST, burst=True, fault="error_line", fault_after=30
+    )
+    cid = f"burst-{accept[-6:]}"
+    events = read_events(open_stream(server, accept, {"conversation_id": cid}), accept)
+    assert tokens_of(events) == "".join(BURST[:30])
+    assert events[-1][0] == "error" and "boom" in events[-1][1]["detail"]
+    ollama.behaviour = Behaviour()
+    requests.post(
+        server.url + "/chat",
+        json={"message": "again", "conversation_id": cid},
+        timeout=10,
+    )
+    kept = ollama.requests[-1]["messages"][2]
+    assert kept == {"role": "assistant", "content": "".join(BURST[:30])}

@@ -19,7 +19,7 @@ from piagent.blueprints.chat import STREAM_HEADERS
 from piagent.blueprints.connection import client_probe
 from piagent.blueprints.json_body import read_json_object
 from piagent.errors import ProviderError, openai_error_body
-from piagent.events import Done, Event, Ping, Token
+from piagent.events import Done, Event, Ping, Tokens
 from piagent.providers import Options
 from piagent.schemas import load_or_422
 from piagent.stats import TurnStats
@@ -78,8 +78,8 @@ def chunk_frames(
         yield _data(chunk({"role": "assistant", "content": ""}))
         try:
             for event in events:
-                if isinstance(event, Token):
-                    yield _data(chunk({"content": event.text}))
+                if isinstance(event, Tokens):
+                    yield b"".join(_data(chunk({"content": t})) for t in event.texts)
                 elif isinstance(event, Ping):
                     yield b": ping\n\n"
                 elif isinstance(event, Done):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from piagent.errors import ProviderError, StreamAborted, stream_error
-from piagent.events import Done, Event, Ping, Token
+from piagent.events import Done, Event, Ping, Tokens
 
 TEXT = "text/plain"
 SSE = "text/event-stream"
@@ -34,8 +34,8 @@ def text_frames(events: Iterator[Event]) -> Iterator[bytes]:
     """The predecessor's contract: tokens as they come, nothing else."""
     try:
         for event in events:
-            if isinstance(event, Token):
-                yield event.text.encode()
+            if isinstance(event, Tokens):
+                yield "".join(event.texts).encode()
     except ProviderError as exc:
         raise StreamAborted(str(exc.detail)) from exc
 
@@ -62,8 +62,8 @@ def event_frames(
     def frames(events: Iterator[Event]) -> Iterator[bytes]:
         try:
             for event in events:
-                if isinstance(event, Token):
-                    yield frame("token", {"text": event.text})
+                if isinstance(event, Tokens):
+                    yield b"".join(frame("token", {"text": t}) for t in event.texts)
                 elif isinstance(event, Ping):
                     yield ping
                 elif isinstance(event, Done):

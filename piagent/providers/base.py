@@ -68,6 +68,11 @@ class TokenStream(Protocol):
 
     def __iter__(self) -> Iterator[str]: ...
 
+    def batches(self) -> Iterator[list[str]]:
+        """The same chunks, grouped as they arrived, so that a server can write
+        what came in one read with one write; never waits to fill a group."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import requests
 from requests.exceptions import ChunkedEncodingError
 from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPResponse
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 from urllib3.util import Timeout
 
@@ -30,6 +31,7 @@ from piagent.errors import (
     StreamStalled,
 )
 from piagent.providers.base import Options, Reply, Usage
+from piagent.providers.chunked import chunked_reads, line_batches
 from piagent.providers.pool import SingleHostAdapter
 
 # Idle connections kept per worker. It only has to cover the streams one gevent
@@ -219,7 +221,7 @@ class HttpProvider:
 
 
 class LineStream:
-    """One streamed response, yielding the text of each line as it arrives.
+    """One streamed response, yielding the text of its lines as they arrive.
 
     Subclasses implement `_parse(line) -> (text, done)` and may set `usage`;
     a stream whose body ends before a line said `done` is a failure.
@@ -234,79 +236,100 @@ class LineStream:
         self._response = response
         self.started = False
         self.first_token_at: float | None = None
-        self._first: str | None = None
-        self._tokens = self._read_tokens()
+        self._first: list[str] | None = None
+        self._done = False
+        self._text_out = False
+        self._text_pending = False  # text of the batch being parsed, not yet out
+        self._batches = self._read_batches()
 
     def prime(self) -> None:
         """Wait for the first text so failures before it still get their status."""
         try:
-            self._first = next(self._tokens, None)
+            self._first = next(self._batches, None)
         except BaseException:
             self.close()
             raise
         self.first_token_at = time.monotonic()
         self.started = True
 
-    def __iter__(self) -> Iterator[str]:
+    def batches(self) -> Iterator[list[str]]:
+        """The texts, grouped as they arrived: each list is what one read brought."""
         if self._first is not None:
             first, self._first = self._first, None
             yield first
-        yield from self._tokens
+        yield from self._batches
+
+    def __iter__(self) -> Iterator[str]:
+        for batch in self.batches():
+            yield from batch
 
     def close(self) -> None:
-        self._tokens.close()
+        self._batches.close()
         self._response.close()
 
-    def _read_tokens(self) -> Iterator[str]:
-        done = False
-        raw = self._response.raw
-        # urllib3's chunk reader itself: requests' iter_content and urllib3's
-        # stream() each add a generator layer per chunk, and stream() a decoder
-        # call, with nothing to decode (http.client asks for identity).
-        if raw.chunked and raw.supports_chunked_reads():
-            chunks = raw.read_chunked(None, decode_content=False)
-        else:
-            chunks = raw.stream(None)
-        parse = self._parse
+    def _read_batches(self) -> Iterator[list[str]]:
         with self._provider.translate_errors(self):
-            for line in split_lines(chunks):
-                if done:
-                    continue
-                content, done = parse(line)
-                if content:
-                    yield content
-        if not done:
+            for lines in line_batches(body_reads(self._response.raw)):
+                yield from self._batched(lines)
+        if not self._done:
             raise self._failure(f"{self._provider.label} {self.unfinished}")
+
+    def _batched(self, lines: list[bytes]) -> Iterator[list[str]]:
+        """The texts of the lines one read brought, as one batch.
+
+        The very first text goes out alone, so a reply that arrived whole still
+        reaches the client after one line's work; text before a bad line is
+        handed out before its error; lines after the final one are ignored.
+        """
+        texts: list[str] = []
+        for line in lines:
+            if self._done:
+                break
+            self._text_pending = bool(texts)
+            try:
+                content, self._done = self._parse(line)
+            except ProviderError:
+                if texts:
+                    yield texts
+                raise
+            if content:
+                texts.append(content)
+                if not self._text_out:
+                    self._text_out = True
+                    yield texts
+                    texts = []
+        if texts:
+            yield texts
 
     def _parse(self, line: bytes) -> tuple[str, bool]:
         raise NotImplementedError
 
     def _failure(self, message: str) -> ProviderError:
-        return StreamBroken(message) if self.started else ProviderFailed(message)
+        """StreamBroken once text has gone (or will go) out, else ProviderFailed."""
+        if self.started or self._text_pending:
+            return StreamBroken(message)
+        return ProviderFailed(message)
 
 
-def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Non-empty lines as soon as each is complete; servers send one per chunk.
+def body_reads(raw: HTTPResponse) -> Iterator[bytes]:
+    """A response body, piece by piece as it arrives; the connection goes back
+    to the pool once a chunked body has been read to its end.
 
-    requests' iter_lines can hold a finished line back until more bytes
-    arrive (psf/requests#2433), which would batch tokens.
+    A chunked body (every streaming model server's) is decoded straight from
+    http.client's buffered socket file, several chunks per read when several
+    have arrived (see `chunked`). urllib3 has no public way to say "the body
+    is read", so its response's file is closed here as its own chunk reader
+    does. Anything else (a test double, a length-delimited body) is read by
+    urllib3.
     """
-    pending = b""
-    for chunk in chunks:
-        if pending:
-            chunk = pending + chunk
-            pending = b""
-        # isspace() rather than strip(): no copy of every line to skip blanks.
-        if chunk.endswith(b"\n") and chunk.count(b"\n") == 1:
-            if not chunk.isspace():
-                yield chunk
-            continue
-        *lines, pending = chunk.split(b"\n")
-        for line in lines:
-            if line and not line.isspace():
-                yield line
-    if pending and not pending.isspace():
-        yield pending
+    source = getattr(raw, "_fp", None)
+    file = getattr(source, "fp", None)
+    if not (raw.chunked and hasattr(file, "read1")):
+        yield from raw.stream(None)
+        return
+    yield from chunked_reads(file.read1)  # type: ignore[union-attr]
+    source.close()  # type: ignore[union-attr]
+    raw.release_conn()
 
 
 def error_message(raw: bytes) -> tuple[str, str | None]:
