@@ -1,9 +1,12 @@
 """The chunked-body decoder and line batching the providers read with (no socket)."""
 
+import io
+import socket
+
 import pytest
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from piagent.providers.chunked import MAX_LINE, chunked_reads, line_batches
+from piagent.providers.chunked import MAX_LINE, arrived, chunked_reads, line_batches
 
 
 def chunked(*pieces: bytes, trailer: bytes = b"") -> bytes:
@@ -12,18 +15,17 @@ def chunked(*pieces: bytes, trailer: bytes = b"") -> bytes:
 
 
 class Reads:
-    """A buffered socket file's read1: each call returns the next piece."""
+    """What the connection delivered: each call returns the next piece."""
 
     def __init__(self, *pieces):
         self.pieces = list(pieces)
         self.calls = 0
 
-    def __call__(self, size: int) -> bytes:
+    def __call__(self) -> bytes:
         self.calls += 1
         piece = self.pieces.pop(0) if self.pieces else b""
         if isinstance(piece, BaseException):
             raise piece
-        assert len(piece) <= size
         return piece
 
 
@@ -113,3 +115,21 @@ def test_a_line_split_across_pieces_waits_for_its_end():
 
 def test_blank_pieces_make_no_batch():
     assert list(line_batches(iter([b"\n", b"  \n", b"", b" "]))) == []
+
+
+def test_arrived_returns_what_the_socket_delivered_then_nothing_at_its_end():
+    left, right = socket.socketpair()
+    with left, right:
+        file = left.makefile("rb")
+        right.sendall(b"first")
+        assert arrived(file) == b"first"
+        right.sendall(b"second and third")
+        assert arrived(file) == b"second and third"
+        right.close()
+        assert arrived(file) == b""
+
+
+def test_arrived_hands_out_what_the_file_had_buffered_first():
+    file = io.BufferedReader(io.BytesIO(b"HTTP/1.1 200 OK\r\n\r\nbody"), 64)
+    assert file.readline() == b"HTTP/1.1 200 OK\r\n"
+    assert arrived(file) == b"\r\nbody"

@@ -5,7 +5,7 @@ a read for the data, a readline for its CRLF, each through several Python
 layers. A model server sends one NDJSON or SSE line per chunk, so that is
 three calls and a generator step per token, and each token then becomes a
 write of its own to the client. When the model is faster than the client, or
-a whole short reply is already in the socket buffer, one `read1` returns many
+a whole short reply is already in the socket buffer, one read returns many
 chunks; decoding them together and handing them on as one batch lets the
 server write them in one system call. A token that arrives alone is still
 handed on at once: nothing here waits for more.
@@ -14,28 +14,28 @@ handed on at once: nothing here waits for more.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from io import BufferedReader
 
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-# One read takes whatever the socket holds, up to this much.
-READ_SIZE = 64 * 1024
 # A chunk-size line or a trailer longer than this is not a model server's.
 MAX_LINE = 4096
 # Chunks are only decoded whole; a model server's are a line each.
 MAX_CHUNK = 16 * 1024 * 1024
 
 
-def chunked_reads(read1: Callable[[int], bytes]) -> Iterator[bytes]:
+def chunked_reads(arrived: Callable[[], bytes]) -> Iterator[bytes]:
     """The data of the complete chunks each read brought, until the last chunk.
 
-    `read1` is a buffered socket file's: it returns what is buffered, or makes
-    one blocking read. Framing errors, a connection that closes mid-body and
-    socket errors are raised as urllib3's ProtocolError, a read timeout as its
-    ReadTimeoutError, as urllib3's own chunk reader would.
+    `arrived` returns what the connection has delivered (blocking until there
+    is something) and b"" at its end; see `arrived`. Framing errors, a
+    connection that closes mid-body and socket errors are raised as urllib3's
+    ProtocolError, a read timeout as its ReadTimeoutError, as urllib3's own
+    chunk reader would.
     """
     pending = b""
     while True:
-        data = _read(read1)
+        data = _read(arrived)
         if pending:
             data = pending + data
         pending, chunks, ended = _decode(data)
@@ -45,9 +45,19 @@ def chunked_reads(read1: Callable[[int], bytes]) -> Iterator[bytes]:
             return
 
 
-def _read(read1: Callable[[int], bytes]) -> bytes:
+def arrived(file: BufferedReader) -> bytes:
+    """Whatever a buffered socket file holds, or what one blocking read brings.
+
+    `peek` reads into the file's own buffer, so a stream waiting for its next
+    token holds no buffer of its own: with `read1(64 KiB)` each of a thousand
+    waiting streams would hold 64 KiB.
+    """
+    return file.read1(len(file.peek(1)))
+
+
+def _read(arrived: Callable[[], bytes]) -> bytes:
     try:
-        data = read1(READ_SIZE)
+        data = arrived()
     except TimeoutError as exc:
         raise ReadTimeoutError(None, None, "Read timed out.") from exc  # type: ignore[arg-type]
     except OSError as exc:

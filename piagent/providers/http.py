@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import requests
@@ -31,7 +32,7 @@ from piagent.errors import (
     StreamStalled,
 )
 from piagent.providers.base import Options, Reply, Usage
-from piagent.providers.chunked import chunked_reads, line_batches
+from piagent.providers.chunked import arrived, chunked_reads, line_batches
 from piagent.providers.pool import SingleHostAdapter
 
 # Idle connections kept per worker. It only has to cover the streams one gevent
@@ -324,10 +325,10 @@ def body_reads(raw: HTTPResponse) -> Iterator[bytes]:
     """
     source = getattr(raw, "_fp", None)
     file = getattr(source, "fp", None)
-    if not (raw.chunked and hasattr(file, "read1")):
+    if not (raw.chunked and hasattr(file, "peek")):
         yield from raw.stream(None)
         return
-    yield from chunked_reads(file.read1)  # type: ignore[union-attr]
+    yield from chunked_reads(partial(arrived, file))  # type: ignore[arg-type]
     source.close()  # type: ignore[union-attr]
     raw.release_conn()
 
