@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bench.harness import MODEL, Bench, interleaved, log
 from bench.http_client import closed_loop
-from bench.processes import FakeOllamaProcess, http_get
+from bench.processes import FakeOllamaProcess, GunicornProcess, http_get
 from bench.results import Row
 from bench.stats import median
 
@@ -32,8 +32,12 @@ class LifeRun:
     errors: int
 
 
-def _server_run(bench: Bench, with_requests: bool) -> LifeRun:
-    server, startup = bench.new_server()
+def _server_run(
+    bench: Bench, with_requests: bool, server: GunicornProcess | None = None
+) -> LifeRun:
+    """A fresh piagent (or ``server``): start-up, idle RSS and PSS, and RSS
+    after the requests if ``with_requests``."""
+    server, startup = bench.new_server(server)
     try:
         tree = server.tree()
         time.sleep(SETTLE_SECONDS)

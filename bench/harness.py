@@ -179,9 +179,13 @@ class Bench:
             **self.extra_env,
         }
 
-    def new_server(self) -> tuple[GunicornProcess, float]:
-        """A fresh gunicorn + piagent; returns it and its seconds to healthy."""
-        server = GunicornProcess(self.root, self.log_dir, self.gunicorn_env())
+    def new_server(
+        self, server: GunicornProcess | None = None
+    ) -> tuple[GunicornProcess, float]:
+        """A fresh gunicorn + piagent (or ``server``, not yet started); returns
+        it and its seconds to healthy."""
+        if server is None:
+            server = GunicornProcess(self.root, self.log_dir, self.gunicorn_env())
         self._servers.append(server)
         server.start()
         try:
@@ -232,10 +236,12 @@ def interleaved(
     name: str,
     piagent_run: Callable[[int], T] | None,
     limit_run: Callable[[int], T],
+    other: str = "limit",
 ) -> tuple[list[T], list[T]]:
     """piagent run, limit run, piagent run, ...: both sides see the same noise.
 
     ``piagent_run`` is None when there is no server: only the limit is measured.
+    ``other`` names the second side in the progress lines.
     """
     piagent_results: list[T] = []
     limit_results: list[T] = []
@@ -243,7 +249,7 @@ def interleaved(
         if piagent_run is not None:
             log(f"{name}: piagent run {index + 1}/{bench.plan.runs}")
             piagent_results.append(piagent_run(index))
-        log(f"{name}: limit run {index + 1}/{bench.plan.runs}")
+        log(f"{name}: {other} run {index + 1}/{bench.plan.runs}")
         limit_results.append(limit_run(index))
     return piagent_results, limit_results
 

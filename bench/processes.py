@@ -232,14 +232,24 @@ class FakeOllamaProcess(_Child):
 
 
 class GunicornProcess(_Child):
-    """piagent under gunicorn, started the way production starts it."""
+    """piagent under gunicorn, started the way production starts it.
 
-    def __init__(self, root: Path, log_dir: Path, env: dict[str, str]) -> None:
-        super().__init__("gunicorn", log_dir)
+    Another app is a subclass: ``arguments()`` is gunicorn's command line after
+    the executable, ``workdir`` the directory gunicorn starts in.
+    """
+
+    def __init__(
+        self, root: Path, log_dir: Path, env: dict[str, str], name: str = "gunicorn"
+    ) -> None:
+        super().__init__(name, log_dir)
         self.root = root
+        self.workdir = root
         self.env = env
         self.port = 0
         self.started_at = 0.0
+
+    def arguments(self) -> list[str]:
+        return ["-c", "gunicorn.conf.py", "wsgi:app"]
 
     def start(self) -> None:
         self.port = free_port()
@@ -251,8 +261,8 @@ class GunicornProcess(_Child):
         with self.log_path.open("ab") as log:  # the child keeps its own copy
             self.started_at = time.monotonic()
             self.process = subprocess.Popen(
-                command + ["-c", "gunicorn.conf.py", "wsgi:app"],
-                cwd=self.root,
+                command + self.arguments(),
+                cwd=self.workdir,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

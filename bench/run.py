@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import machine
 from bench.figures_crowd import crowd
 from bench.figures_lifecycle import lifecycle
+from bench.figures_reference import reference
 from bench.figures_requests import latency_one_client, throughput_and_cpu
 from bench.figures_streams import disconnect, first_byte, token_cpu, token_gaps
 from bench.harness import FULL, MODEL, QUICK, Bench, log
@@ -46,6 +47,9 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "gaps": token_gaps,
     "disconnect": disconnect,
     "memstore": memory_store,
+    # Last: it measures piagent again next to the straightforward proxy, and
+    # changes no other row.
+    "reference": reference,
 }
 ALIASES = {
     "startup": "lifecycle",
@@ -54,6 +58,7 @@ ALIASES = {
     "throughput": "nonstream",
     "cpu": "nonstream",
     "memory": "memstore",
+    "straightforward": "reference",
 }
 
 
