@@ -5,6 +5,8 @@ import json
 import pytest
 import requests
 import responses
+from hypothesis import given
+from hypothesis import strategies as st
 
 from piagent.errors import (
     ModelMissing,
@@ -15,7 +17,7 @@ from piagent.errors import (
     StreamBroken,
 )
 from piagent.providers.chunked import line_batches
-from piagent.providers.ollama import OllamaProvider, keep_alive_value
+from piagent.providers.ollama import OllamaProvider, keep_alive_value, token_content
 
 HOST = "http://ollama.test:11434"
 CHAT = HOST + "/api/chat"
@@ -197,3 +199,58 @@ def test_probe_reports_an_unreachable_host():
     responses.get(HOST + "/api/tags", body=requests.ConnectionError("refused"))
     [problem] = provider().probe(["m"])
     assert f"Ollama unreachable at {HOST}" in problem
+
+
+def ollama_line(content: str, ascii_only: bool = False, **extra) -> str:
+    item = {
+        "model": MODEL,
+        "created_at": "2026-12-02T07:50:01.123456789Z",
+        "message": {"role": "assistant", "content": content},
+        "done": False,
+        **extra,
+    }
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=ascii_only)
+
+
+@given(content=st.text(), ascii_only=st.booleans())
+def test_token_lines_of_ollamas_shape_read_as_a_full_decode_would(content, ascii_only):
+    line = ollama_line(content, ascii_only)
+    assert token_content(line) == json.loads(line)["message"]["content"] == content
+    assert token_content(line + "\n") == content
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ollama_line("a", thinking="hm"),
+        ollama_line("a").replace('"done":false', '"done":true'),
+        ollama_line("a").replace('"role":"assistant",', ""),
+        ollama_line("a") + "x",
+        ollama_line("a") + "\x0b",
+        ollama_line("a").replace('"a"', '"\\x"'),
+        ollama_line("a").replace('"a"', '"a\tb"'),
+        ollama_line("a").replace(MODEL, "m\x01"),
+        '{"error":"boom"}',
+    ],
+    ids=[
+        "thinking",
+        "done",
+        "no-role",
+        "trailing",
+        "vertical-tab",
+        "bad-escape",
+        "raw-tab",
+        "control-in-model",
+        "error",
+    ],
+)
+def test_any_other_line_is_left_to_a_full_decode(line):
+    assert token_content(line) is None
+
+
+@responses.activate
+def test_a_raw_control_character_in_content_is_still_a_malformed_line():
+    bad = ollama_line("a").replace('"a"', '"a\tb"')
+    responses.post(CHAT, body=bad + "\n" + ndjson(DONE))
+    with pytest.raises(ProviderFailed, match="malformed"):
+        provider().stream(MODEL, MESSAGES)
