@@ -16,6 +16,8 @@ NDJSON = "application/x-ndjson"
 # A short prime window and quick pings, so "the model is still reading" is
 # a first token delayed by a second.
 PINGING = {"STREAM_PRIME_SECONDS": "0.3", "STREAM_PING_SECONDS": "0.2"}
+# A reply the fake sends in one write, so piagent reads it all at once.
+BURST = [f"w{i} " for i in range(40)]
 
 
 def open_stream(server, accept, body=None, **kwargs):
@@ -173,14 +175,24 @@ def test_failure_after_the_prime_window_is_an_error_event(
 
 
 @pytest.mark.parametrize("accept", [SSE, NDJSON])
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        Behaviour(fault="error_line", fault_after=3),
+        # Text that arrived in the same read as the failure still counts.
+        Behaviour(tokens=BURST, burst=True, fault="error_line", fault_after=30),
+    ],
+    ids=["token-by-token", "all-at-once"],
+)
 def test_failure_mid_stream_is_an_error_event_and_the_part_is_kept(
-    server, ollama, accept
+    server, ollama, accept, behaviour
 ):
-    ollama.behaviour = Behaviour(fault="error_line", fault_after=3)
-    cid = f"mid-{accept[-6:]}"
+    ollama.behaviour = behaviour
+    part = "".join(behaviour.tokens[: behaviour.fault_after])
+    cid = f"mid-{accept[-6:]}-{behaviour.burst}"
     response = open_stream(server, accept, {"conversation_id": cid})
     events = read_events(response, accept)
-    assert tokens_of(events) == "".join(DEFAULT_TOKENS[:3])
+    assert tokens_of(events) == part
     name, error = events[-1]
     assert name == "error" and error["status"] == 502 and "boom" in error["detail"]
     ollama.behaviour = Behaviour()
@@ -190,7 +202,7 @@ def test_failure_mid_stream_is_an_error_event_and_the_part_is_kept(
         timeout=10,
     )
     kept = ollama.requests[-1]["messages"][2]
-    assert kept == {"role": "assistant", "content": "".join(DEFAULT_TOKENS[:3])}
+    assert kept == {"role": "assistant", "content": part}
 
 
 def test_a_client_leaving_during_pings_closes_the_upstream(start_server, ollama):
@@ -270,9 +282,6 @@ def test_a_client_leaving_during_pings_frees_its_slot(start_server, ollama):
     assert again.status_code == 200, again.text
 
 
-BURST = [f"w{i} " for i in range(40)]
-
-
 @pytest.mark.parametrize("accept", [SSE, NDJSON])
 def test_a_reply_that_arrives_at_once_still_has_one_event_per_token(
     server, ollama, accept
@@ -288,24 +297,3 @@ def test_a_plain_text_reply_that_arrives_at_once_is_byte_exact(server, ollama):
     tokens = ["Grüß", " 🙂", "\n", *BURST]
     ollama.behaviour = Behaviour(tokens=tokens, burst=True)
     assert open_stream(server, "text/plain").content == "".join(tokens).encode()
-
-
-@pytest.mark.parametrize("accept", [SSE, NDJSON])
-def test_text_that_arrived_with_a_failure_reaches_the_client_and_memory(
-    server, ollama, accept
-):
-    ollama.behaviour = Behaviour(
-        tokens=BURST, burst=True, fault="error_line", fault_after=30
-    )
-    cid = f"burst-{accept[-6:]}"
-    events = read_events(open_stream(server, accept, {"conversation_id": cid}), accept)
-    assert tokens_of(events) == "".join(BURST[:30])
-    assert events[-1][0] == "error" and "boom" in events[-1][1]["detail"]
-    ollama.behaviour = Behaviour()
-    requests.post(
-        server.url + "/chat",
-        json={"message": "again", "conversation_id": cid},
-        timeout=10,
-    )
-    kept = ollama.requests[-1]["messages"][2]
-    assert kept == {"role": "assistant", "content": "".join(BURST[:30])}
