@@ -239,8 +239,6 @@ class LineStream:
         self.first_token_at: float | None = None
         self._first: list[str] | None = None
         self._done = False
-        self._text_out = False
-        self._text_pending = False  # text of the batch being parsed, not yet out
         self._batches = self._read_batches()
 
     def prime(self) -> None:
@@ -286,7 +284,6 @@ class LineStream:
         for line in lines:
             if self._done:
                 break
-            self._text_pending = bool(texts)
             try:
                 content, self._done = self._parse(line)
             except ProviderError:
@@ -295,8 +292,7 @@ class LineStream:
                 raise
             if content:
                 texts.append(content)
-                if not self._text_out:
-                    self._text_out = True
+                if not self.started:  # prime() sets it once this is taken
                     yield texts
                     texts = []
         if texts:
@@ -306,10 +302,10 @@ class LineStream:
         raise NotImplementedError
 
     def _failure(self, message: str) -> ProviderError:
-        """StreamBroken once text has gone (or will go) out, else ProviderFailed."""
-        if self.started or self._text_pending:
-            return StreamBroken(message)
-        return ProviderFailed(message)
+        """StreamBroken once text has gone out, else ProviderFailed. Text is
+        only ever held back after the first went out alone, so text that came
+        with a bad line always follows a started stream."""
+        return StreamBroken(message) if self.started else ProviderFailed(message)
 
 
 def body_reads(raw: HTTPResponse) -> Iterator[bytes]:
