@@ -78,6 +78,13 @@ def test_bad_framing_is_a_protocol_error(body):
         decoded(body)
 
 
+def test_chunks_that_arrived_whole_before_bad_framing_come_out_first():
+    pieces = chunked_reads(Reads(b"3\r\nabc\r\n2\r\nxyZZ\r\n"))
+    assert next(pieces) == b"abc"
+    with pytest.raises(ProtocolError, match="CRLF"):
+        next(pieces)
+
+
 def test_a_size_line_without_end_is_refused_once_too_long():
     with pytest.raises(ProtocolError, match="too long"):
         decoded(b"1" * (MAX_LINE + 1))

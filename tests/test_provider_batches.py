@@ -8,10 +8,11 @@ faster than the client.
 import json
 import socket
 import threading
+from contextlib import closing
 
 import pytest
 
-from piagent.errors import ProviderFailed, StreamBroken
+from piagent.errors import ProviderFailed, ProviderTimeout, StreamBroken, StreamStalled
 from piagent.providers.ollama import OllamaProvider
 
 MODEL = "m:1b"
@@ -33,6 +34,8 @@ def token(text: str) -> bytes:
 
 DONE = line({"model": MODEL, "message": {"content": ""}, "done": True, "eval_count": 4})
 END = b"0\r\n\r\n"
+# A reply ending in this is sent without it, and the connection closed.
+CLOSE = b"<close>"
 
 
 class CannedServer:
@@ -68,7 +71,10 @@ class CannedServer:
                 while len(buffer) < length:
                     buffer += conn.recv(65536)
                 buffer = buffer[length:]
-                conn.sendall(self.replies.pop(0))
+                reply = self.replies.pop(0)
+                conn.sendall(reply.removesuffix(CLOSE))
+                if reply.endswith(CLOSE):
+                    return
             conn.recv(1)
 
     def close(self):
@@ -79,12 +85,12 @@ class CannedServer:
 def canned():
     servers = []
 
-    def start(*replies):
+    def start(*replies, timeout=5.0):
         server = CannedServer(*replies)
         servers.append(server)
         provider = OllamaProvider(
             f"http://127.0.0.1:{server.port}",
-            timeout=5.0,
+            timeout=timeout,
             connect_timeout=1.0,
             keep_alive="5m",
             options={},
@@ -139,3 +145,38 @@ def test_a_stream_closed_early_closes_its_connection(canned):
     stream.close()
     assert provider.complete(MODEL, MESSAGES).text == "ab"
     assert server.connections == 2
+
+
+def test_bad_chunk_framing_before_any_text_is_a_failure(canned):
+    _, provider = canned(HEAD + b"zz\r\n{}\r\n" + END)
+    with pytest.raises(ProviderFailed, match="cut its reply short"):
+        provider.stream(MODEL, MESSAGES)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"2\r\nabXY\r\n", b"5\r\nab" + CLOSE],
+    ids=["no-crlf-after-data", "closed-mid-chunk"],
+)
+def test_a_body_broken_after_text_breaks_the_stream(canned, tail):
+    _, provider = canned(HEAD + token("a") + tail)
+    with closing(provider.stream(MODEL, MESSAGES)) as stream:
+        batches = stream.batches()
+        assert next(batches) == ["a"]
+        with pytest.raises(StreamBroken, match="dropped the stream"):
+            next(batches)
+
+
+def test_silence_before_the_first_token_is_a_timeout(canned):
+    _, provider = canned(HEAD, timeout=0.3)
+    with pytest.raises(ProviderTimeout, match="OLLAMA_TIMEOUT"):
+        provider.stream(MODEL, MESSAGES)
+
+
+def test_silence_after_text_is_a_stalled_stream(canned):
+    _, provider = canned(HEAD + token("a"), timeout=0.3)
+    with closing(provider.stream(MODEL, MESSAGES)) as stream:
+        batches = stream.batches()
+        assert next(batches) == ["a"]
+        with pytest.raises(StreamStalled, match="mid-reply"):
+            next(batches)

@@ -38,9 +38,11 @@ def chunked_reads(arrived: Callable[[], bytes]) -> Iterator[bytes]:
         data = _read(arrived)
         if pending:
             data = pending + data
-        pending, chunks, ended = _decode(data)
+        pending, chunks, ended, error = _decode(data)
         if chunks:
             yield chunks
+        if error is not None:
+            raise error
         if ended:
             return
 
@@ -67,31 +69,36 @@ def _read(arrived: Callable[[], bytes]) -> bytes:
     return data
 
 
-def _decode(data: bytes) -> tuple[bytes, bytes, bool]:
-    """(the undecoded rest, the data of all complete chunks, whether the body ended)."""
-    out = []
+def _decode(data: bytes) -> tuple[bytes, bytes, bool, ProtocolError | None]:
+    """(the undecoded rest, the data of all complete chunks, whether the body
+    ended, the framing error that stopped decoding): chunks that arrived whole
+    before bad framing are still handed out, as text before a bad line is."""
+    out: list[bytes] = []
     pos = 0
     end = len(data)
-    while pos < end:
-        eol = data.find(b"\r\n", pos, pos + MAX_LINE)
-        if eol < 0:
-            if end - pos >= MAX_LINE:
-                raise ProtocolError("chunk size line too long")
-            break
-        size = _size(data[pos:eol])
-        start = eol + 2
-        if size == 0:
-            if not _trailer_complete(data, eol):
+    try:
+        while pos < end:
+            eol = data.find(b"\r\n", pos, pos + MAX_LINE)
+            if eol < 0:
+                if end - pos >= MAX_LINE:
+                    raise ProtocolError("chunk size line too long")
                 break
-            return b"", b"".join(out), True
-        stop = start + size
-        if stop + 2 > end:
-            break
-        if data[stop : stop + 2] != b"\r\n":
-            raise ProtocolError("chunk data not followed by CRLF")
-        out.append(data[start:stop])
-        pos = stop + 2
-    return data[pos:], b"".join(out), False
+            size = _size(data[pos:eol])
+            start = eol + 2
+            if size == 0:
+                if not _trailer_complete(data, eol):
+                    break
+                return b"", b"".join(out), True, None
+            stop = start + size
+            if stop + 2 > end:
+                break
+            if data[stop : stop + 2] != b"\r\n":
+                raise ProtocolError("chunk data not followed by CRLF")
+            out.append(data[start:stop])
+            pos = stop + 2
+    except ProtocolError as exc:
+        return b"", b"".join(out), False, exc
+    return data[pos:], b"".join(out), False, None
 
 
 def _size(line: bytes) -> int:
