@@ -43,10 +43,10 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m bench.run
 
 fake-ollama: $(VENV)/.test
-	$(BIN)/python -m tests.fake_ollama --port 11434 --delay 0.05
+	$(BIN)/python -m tests.support.fake_ollama --port 11434 --delay 0.05
 
 fake-openai: $(VENV)/.test
-	$(BIN)/python -m tests.fake_openai --port 8080 --delay 0.05
+	$(BIN)/python -m tests.support.fake_openai --port 8080 --delay 0.05
 
 # As root on the Pi: the service, its user, /opt/piagent, /etc/piagent, nginx site.
 install:

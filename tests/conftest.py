@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_ollama import FakeOllama
-from tests.fake_openai import FakeOpenAI
-from tests.redis_server import RedisServer, redis_available
-from tests.server import Server
+from tests.support.fake_ollama import FakeOllama
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.redis_server import RedisServer, redis_available
+from tests.support.server import Server
 
 # Short so the timeout tests are quick; the default is sized for a cold Pi.
 TEST_TIMEOUT = "1.5"

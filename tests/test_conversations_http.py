@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from tests.fake_ollama import DEFAULT_TOKENS
+from tests.support.fake_ollama import DEFAULT_TOKENS
 
 REPLY = "".join(DEFAULT_TOKENS)
 

@@ -17,7 +17,7 @@ from decouple import Config, RepositoryEnv
 
 from piagent.auth import parse_keys_file
 from piagent.settings import Settings
-from tests.server import ROOT, base_env, free_port
+from tests.support.server import ROOT, base_env, free_port
 
 UNIT = ROOT / "deploy" / "piagent.service"
 INSTALL = ROOT / "deploy" / "install.sh"

@@ -6,7 +6,7 @@ from dataclasses import fields
 import pytest
 
 from piagent.settings import Settings
-from tests.server import ROOT
+from tests.support.server import ROOT
 
 SETTINGS = [f.name.upper() for f in fields(Settings) if f.name != "agent_models"]
 SERVER_SETTINGS = ["BIND", "WORKERS", "WORKER_CONNECTIONS", "GRACEFUL_TIMEOUT"]

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.fake_ollama import Behaviour
+from tests.support.fake_ollama import Behaviour
 
 
 def start_stream(server):

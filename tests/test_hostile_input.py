@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from piagent import create_app
 from piagent.settings import Settings
-from tests.fake_ollama import Behaviour
+from tests.support.fake_ollama import Behaviour
 
 KEY = "kitchen-tablet-0123456789abcdef"
 PROVIDER_STATUSES = {502, 503, 504}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fake_ollama import Behaviour
+from tests.support.fake_ollama import Behaviour
 
 
 @pytest.fixture(params=["sqlite", "redis"])

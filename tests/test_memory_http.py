@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.support.fake_ollama import DEFAULT_TOKENS, Behaviour
 
 REPLY = "".join(DEFAULT_TOKENS)
 

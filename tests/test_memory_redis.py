@@ -9,7 +9,7 @@ import redis
 
 from piagent.errors import MemoryUnavailable
 from piagent.memory.redis_store import RedisMemoryStore
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

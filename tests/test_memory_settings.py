@@ -7,7 +7,7 @@ import requests
 from decouple import Config, RepositoryEnv
 
 from piagent.settings import Settings, SettingsError
-from tests.server import free_port
+from tests.support.server import free_port
 
 
 def from_file(tmp_path: Path, text: str) -> Settings:

@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from tests.fake_ollama import Behaviour
-from tests.redis_server import RedisServer
+from tests.support.fake_ollama import Behaviour
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

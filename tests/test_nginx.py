@@ -19,9 +19,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from piagent.settings import Settings
-from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
-from tests.logs import request_line
-from tests.nginx import NGINX, shipped_read_timeout, start_nginx
+from tests.support.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.support.logs import request_line
+from tests.support.nginx import NGINX, shipped_read_timeout, start_nginx
 from tests.test_streaming import arrival_gaps
 
 # CI installs nginx (.ci/run), so there a missing nginx fails instead.

@@ -8,8 +8,8 @@ import openai
 import pytest
 import requests
 
-from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
-from tests.server import MODEL
+from tests.support.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.support.server import MODEL
 
 REPLY = "".join(DEFAULT_TOKENS)
 KEY = "kitchen-tablet-0123456789abcdef"

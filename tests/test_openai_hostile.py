@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from piagent import create_app
 from piagent.settings import Settings
-from tests.fake_ollama import Behaviour
+from tests.support.fake_ollama import Behaviour
 from tests.test_hostile_input import faults, json_values
 
 PROVIDER_STATUSES = {502, 503, 504}

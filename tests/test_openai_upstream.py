@@ -6,9 +6,9 @@ import time
 import pytest
 import requests
 
-from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
-from tests.faults import BEFORE_FIRST_TOKEN, assert_real_status
-from tests.server import MODEL
+from tests.support.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.support.faults import BEFORE_FIRST_TOKEN, assert_real_status
+from tests.support.server import MODEL
 from tests.test_memory_http import read_chunks
 from tests.test_queue_http import raw_request
 

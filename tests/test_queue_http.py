@@ -9,7 +9,7 @@ import uuid
 import pytest
 import requests
 
-from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.support.fake_ollama import DEFAULT_TOKENS, Behaviour
 
 REPLY = "".join(DEFAULT_TOKENS)
 # One slot, no waiting room, a one-second deadline: a leaked slot shows as a 503.

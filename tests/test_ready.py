@@ -14,8 +14,8 @@ from piagent.errors import ModelMissing, ProviderUnreachable
 from piagent.providers import OllamaProvider
 from piagent.settings import Settings
 from piagent.warmup import warm_up
-from tests.fake_ollama import Behaviour
-from tests.server import MODEL
+from tests.support.fake_ollama import Behaviour
+from tests.support.server import MODEL
 
 HOST = "http://ollama.test:11434"
 

@@ -9,9 +9,9 @@ import uuid
 import pytest
 import requests
 
-from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
-from tests.logs import request_line
-from tests.server import MODEL
+from tests.support.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.support.logs import request_line
+from tests.support.server import MODEL
 
 FIELDS = [
     "time",

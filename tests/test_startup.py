@@ -5,7 +5,7 @@ import socket
 import pytest
 import requests
 
-from tests.server import ROOT
+from tests.support.server import ROOT
 
 
 def unused_url() -> str:

@@ -6,8 +6,8 @@ import time
 import pytest
 import requests
 
-from tests.fake_ollama import DEFAULT_TOKENS, Behaviour
-from tests.faults import BEFORE_FIRST_TOKEN, assert_real_status
+from tests.support.fake_ollama import DEFAULT_TOKENS, Behaviour
+from tests.support.faults import BEFORE_FIRST_TOKEN, assert_real_status
 
 REPLY = "".join(DEFAULT_TOKENS)
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.server import ROOT, free_port
+from tests.support.server import ROOT, free_port
 
 SITE = ROOT / "deploy" / "nginx" / "piagent.conf"
 NGINX = shutil.which("nginx") or next(

@@ -1,7 +1,7 @@
 """Fake OpenAI-compatible server on loopback: SSE chat completions, with faults.
 
 Usage:
-    python -m tests.fake_openai [--port 8080] [--tokens N] [--delay S]
+    python -m tests.support.fake_openai [--port 8080] [--tokens N] [--delay S]
         [--first-delay S] [--fault NAME] [--fault-after N] [--models a,b]
 
     with FakeOpenAI() as fake:                      # in tests
@@ -21,7 +21,7 @@ unknown model answer OpenAI's error shape. With `api_key` set, requests without
 
 from typing import Any
 
-from tests.fake_ollama import (
+from tests.support.fake_ollama import (
     MALFORMED_LINE,
     MID_FAULTS,
     RUN_ERROR,
@@ -159,7 +159,7 @@ class FakeOpenAI(FakeOllama):
 
 def main(argv: list[str] | None = None) -> None:
     parser = arguments(
-        "python -m tests.fake_openai",
+        "python -m tests.support.fake_openai",
         "Serve a fake OpenAI-compatible server (/v1/chat/completions, /v1/models).",
         8080,
         "qwen2.5-3b-instruct",

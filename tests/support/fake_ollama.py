@@ -1,7 +1,7 @@
 """Fake Ollama on loopback that speaks Ollama's HTTP API and misbehaves on request.
 
 Usage:
-    python -m tests.fake_ollama [--host 127.0.0.1] [--port 11434] [--tokens N]
+    python -m tests.support.fake_ollama [--host 127.0.0.1] [--port 11434] [--tokens N]
         [--delay S] [--first-delay S] [--fault NAME] [--fault-after N]
         [--models a,b]
 
@@ -439,7 +439,7 @@ class FakeOllama:
 
 
 def arguments(prog: str, description: str, port: int, models: str):
-    """The command line of a fake model server (this one or tests.fake_openai)."""
+    """The command line of a fake model server (this one or fake_openai)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=port)
@@ -476,7 +476,7 @@ def serve(fake_class: type["FakeOllama"], args: argparse.Namespace, banner: str)
 
 def main(argv: list[str] | None = None) -> None:
     parser = arguments(
-        "python -m tests.fake_ollama",
+        "python -m tests.support.fake_ollama",
         "Serve a fake Ollama (chat/generate/tags/ps/version) until Ctrl-C.",
         11434,
         "qwen2.5:3b-instruct",

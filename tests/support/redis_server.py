@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.server import free_port
+from tests.support.server import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 

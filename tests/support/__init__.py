@@ -1,0 +1,1 @@
+"""Test helpers: fake model servers, real gunicorn/nginx/redis, log readers."""
