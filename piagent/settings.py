@@ -527,3 +527,8 @@ _CHECKS: tuple[Callable[[Settings], None], ...] = (
     _check_memory_backend,
     _check_security,
 )
+
+
+def comma_list(value: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return [item.strip() for item in value.split(",") if item.strip()]

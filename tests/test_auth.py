@@ -5,7 +5,7 @@ import socket
 import pytest
 import requests
 
-from piagent.auth import ApiKeys, load_api_keys, parse_keys_file
+from piagent.keys import ApiKeys, load_api_keys, parse_keys_file
 from piagent.settings import Settings, SettingsError, is_loopback_bind
 
 KEY = "kitchen-tablet-0123456789abcdef"

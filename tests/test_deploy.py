@@ -15,7 +15,7 @@ import pytest
 import requests
 from decouple import Config, RepositoryEnv
 
-from piagent.auth import parse_keys_file
+from piagent.keys import parse_keys_file
 from piagent.settings import Settings
 from tests.support.server import ROOT, base_env, free_port
 

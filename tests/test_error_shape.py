@@ -13,10 +13,9 @@ from piagent.errors import (
     UnknownModel,
     UnsupportedMediaType,
     invalid_field,
-    openai_error_body,
-    openai_status,
 )
 from piagent.settings import Settings
+from piagent.web.errors import openai_error_body, openai_status
 
 
 def test_unexpected_error_is_a_json_500_without_a_trace():

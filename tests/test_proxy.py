@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from piagent.proxy import TrustedProxies
 from piagent.settings import Settings, SettingsError
+from piagent.web.guards.proxy import TrustedProxies
 
 
 def client_seen(peer: str, trusted: str = "127.0.0.1,::1", **headers: str) -> dict:

@@ -3,7 +3,7 @@
 import pytest
 
 from piagent.errors import InvalidFields
-from piagent.schemas import ChatRequestSchema, load_or_422
+from piagent.web.schemas import ChatRequestSchema, load_or_422
 
 SCHEMA = ChatRequestSchema(max_message_chars=4000)
 

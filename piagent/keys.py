@@ -1,4 +1,6 @@
-"""API keys: who may use piagent, checked before any view runs."""
+"""API keys: reading them from the settings and the keys file, and telling
+whether one a request offers is among them. No HTTP here; the 401 check that
+uses them is piagent/web/guards/auth.py."""
 
 from __future__ import annotations
 
@@ -11,15 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, g, request
-
-from piagent.errors import Unauthorized
-from piagent.settings import Settings, SettingsError
+from piagent.settings import Settings, SettingsError, comma_list
 
 log = logging.getLogger("piagent")
 
 MIN_KEY_CHARS = 16
-OPEN_PATHS = frozenset({"/health"})
 MAKE_ONE = (
     "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 )
@@ -53,8 +51,7 @@ def parse_keys_file(text: str, source: str) -> list[str]:
 def load_api_keys(settings: Settings) -> ApiKeys:
     """Every key from API_KEYS and API_KEYS_FILE; problems stop start-up by line."""
     keys = []
-    items = [item.strip() for item in settings.api_keys.split(",")]
-    for number, key in enumerate(filter(None, items), 1):
+    for number, key in enumerate(comma_list(settings.api_keys), 1):
         problem = _key_problem(key)
         if problem:
             raise SettingsError(f"API_KEYS: key {number} has {problem}")
@@ -109,81 +106,3 @@ class ApiKeys:
             if hmac.compare_digest(digest, known):
                 found = number
         return found or None
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent the request: `label` names a rate-limit bucket and may be
-    logged; it is `key-N` for the N-th configured key, never the key itself."""
-
-    label: str
-    presented: bool
-    authorized: bool
-
-
-def presented_keys() -> list[str]:
-    """Keys the request offers: a Bearer token and/or X-API-Key.
-
-    Both are read because a proxy with its own Basic auth keeps Authorization
-    for itself; either one matching a configured key is enough.
-    """
-    offered = []
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        offered.append(token.strip())
-    header = request.headers.get("X-API-Key", "").strip()
-    if header:
-        offered.append(header)
-    return offered
-
-
-def caller(keys: ApiKeys) -> Caller:
-    """The request's caller, worked out once per request and kept on `g`.
-
-    The client address is `request.remote_addr`: what the socket says, or
-    what a trusted-proxy middleware (if the deployment installs one) has put
-    there from X-Forwarded-For. This module never reads forwarded headers.
-    """
-    known = g.get("piagent_caller")
-    if known is not None:
-        return known
-    address = f"addr-{request.remote_addr or 'local'}"
-    offered = presented_keys() if keys else []
-    numbers = [keys.identify(key) for key in offered]
-    number = next((n for n in numbers if n is not None), None)
-    if not keys:
-        found = Caller(address, presented=False, authorized=True)
-    elif number is None:
-        found = Caller(address, presented=bool(offered), authorized=False)
-    else:
-        found = Caller(f"key-{number}", presented=True, authorized=True)
-    g.piagent_caller = found
-    return found
-
-
-def install_auth(app: Flask, keys: ApiKeys) -> None:
-    """Answer 401 to every request without a valid key, except /health and
-    CORS preflights (browsers never send credentials on those)."""
-    if not keys:
-        return
-
-    @app.before_request
-    def require_api_key() -> None:
-        if request.path in OPEN_PATHS or request.method == "OPTIONS":
-            return
-        found = caller(keys)
-        if found.authorized:
-            return
-        log.info(
-            "refused %s %s from %s: %s API key",
-            request.method,
-            request.path,
-            request.remote_addr,
-            "wrong" if found.presented else "no",
-        )
-        if found.presented:
-            raise Unauthorized("invalid API key", invalid=True)
-        raise Unauthorized(
-            "missing API key: send Authorization: Bearer <key> or X-API-Key: <key>",
-            invalid=False,
-        )

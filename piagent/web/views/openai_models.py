@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from piagent.errors import UnknownModel
+from piagent.web.context import services
 
 bp = Blueprint("openai_models", __name__)
 
@@ -15,13 +16,13 @@ def _model(name: str) -> dict[str, str | int]:
 
 @bp.get("/v1/models")
 def models() -> dict:
-    names = current_app.extensions["piagent"].chat.agent_names()
+    names = services().chat.agent_names()
     return {"object": "list", "data": [_model(name) for name in names]}
 
 
 @bp.get("/v1/models/<path:name>")
 def model(name: str) -> dict:
-    names = current_app.extensions["piagent"].chat.agent_names()
+    names = services().chat.agent_names()
     if name not in names:
         raise UnknownModel(f"The model {name!r} does not exist")
     return _model(name)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
+
+from piagent.web.context import services
 
 log = logging.getLogger("piagent")
 
@@ -19,9 +21,9 @@ def ready() -> Response:
     not wait for a load). Unlike /health this asks Ollama, so keep it off
     tight liveness loops.
     """
-    services = current_app.extensions["piagent"]
+    found = services()
     try:
-        readiness = services.provider.readiness(services.chat.models())
+        readiness = found.provider.readiness(found.chat.models())
     except Exception as exc:  # a readiness probe must answer, whatever broke
         log.exception("readiness check failed")
         response = jsonify(

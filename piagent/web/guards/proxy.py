@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
 from typing import Any
 
-from piagent.settings import proxy_networks
+from piagent.settings import comma_list
 
 Address = IPv4Address | IPv6Address
+
+
+def proxy_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """TRUSTED_PROXIES as networks; a bare address is a network of one.
+
+    Strict like gunicorn's forwarded_allow_ips: 10.0.0.1/8 is refused, since
+    whoever wrote it meant either 10.0.0.1 or 10.0.0.0/8.
+    """
+    return tuple(ip_network(part) for part in comma_list(value))
 
 
 class TrustedProxies:

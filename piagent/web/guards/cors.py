@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from piagent.settings import Settings
+from piagent.settings import Settings, comma_list
 
 # Headers browser code may send, and may read beyond the always-readable ones:
 # the conversation id of a stream, and when to retry after a 429 or 503.
@@ -27,7 +27,7 @@ def install_cors(app: Flask, settings: Settings) -> None:
     No cookies are involved (keys travel in headers the page sets itself), so
     credentials stay off and `*` is safe to allow when keys are required.
     """
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    origins = comma_list(settings.cors_origins)
     if not origins:
         return
     from flask_cors import CORS  # only when used: nothing to load for no CORS

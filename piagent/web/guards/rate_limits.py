@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, request
 
-from piagent.auth import ApiKeys, caller
+from piagent.keys import ApiKeys
 from piagent.settings import Settings
+from piagent.web.guards.auth import OPEN_PATHS, caller
 
 if TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -20,11 +21,11 @@ def install_rate_limits(
     app: Flask,
     settings: Settings,
     keys: ApiKeys,
-    chat: Iterable[Blueprint],
-    unlimited: Iterable[Blueprint],
+    generating: Iterable[Blueprint],
 ) -> Limiter | None:
     """RATE_LIMIT_CHAT on the generating blueprints (/chat and
-    /v1/chat/completions, one budget for both), RATE_LIMIT_DEFAULT on the rest.
+    /v1/chat/completions, one budget for both), RATE_LIMIT_DEFAULT on the rest
+    except the OPEN_PATHS (/health) and CORS preflights, which are never limited.
 
     Must be installed before the API-key check: a request with a wrong key is
     then counted against its client address, so guessing keys is rate limited
@@ -53,17 +54,15 @@ def install_rate_limits(
         headers_enabled=True,
     )
     shared = limiter.shared_limit(chat_limit, scope="chat") if chat_limit else None
-    for blueprint in chat:
+    for blueprint in generating:
         if shared is not None:
             shared(blueprint)
         else:
             limiter.exempt(blueprint)
-    for blueprint in unlimited:
-        limiter.exempt(blueprint)
 
     @limiter.request_filter
-    def preflight() -> bool:
-        return request.method == "OPTIONS"
+    def unlimited() -> bool:
+        return request.method == "OPTIONS" or request.path in OPEN_PATHS
 
     # after_request functions run in reverse order: this one runs after
     # Flask-Limiter's, which rounds a retry under a second down to 0.

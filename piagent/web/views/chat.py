@@ -8,24 +8,24 @@ model is silent and report a later failure as an `error` event.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from piagent.blueprints.connection import client_probe
-from piagent.blueprints.json_body import read_json_object
-from piagent.blueprints.stream_formats import CONTENT_TYPES, FORMATS, TEXT, framer
 from piagent.events import Done
-from piagent.schemas import load_or_422, sent_conversation_id
+from piagent.web.body import read_json_object
+from piagent.web.client import client_probe
+from piagent.web.context import services
+from piagent.web.schemas import load_or_422, sent_conversation_id
+from piagent.web.streams import (
+    CONTENT_TYPES,
+    FORMATS,
+    STREAM_HEADERS,
+    TEXT,
+    framer,
+)
 
 bp = Blueprint("chat", __name__)
-
-STREAM_HEADERS = {
-    "Cache-Control": "no-cache",
-    # nginx would otherwise buffer the stream and deliver it at the end.
-    "X-Accel-Buffering": "no",
-}
 
 
 def stream_format() -> str:
@@ -35,34 +35,27 @@ def stream_format() -> str:
 
 @bp.post("/chat")
 def chat() -> Response:
-    services = current_app.extensions["piagent"]
-    payload = read_json_object(services.settings.max_body_bytes)
+    found = services()
+    payload = read_json_object(found.settings.max_body_bytes)
     # A rejected turn still names the conversation the client meant.
     g.conversation_id = sent_conversation_id(payload)
-    fields = load_or_422(services.chat_schema, payload)
-    turn = services.chat.start(
+    fields = load_or_422(found.chat_schema, payload)
+    turn = found.chat.start(
         fields["message"], fields["agent"], fields["conversation_id"]
     )
     g.conversation_id = turn.conversation_id
     g.turn = turn  # read by the request log when the response is closed
     present = client_probe(request.environ)
-    provider = services.chat.provider_name
+    provider = found.chat.provider_name
     if not fields["stream"]:
-        reply = services.chat.reply(turn, present)
-        # json.dumps straight into a Response: what jsonify does, minus its
-        # provider lookups and argument handling (2% of a request's CPU).
-        body = json.dumps(
-            {
-                "reply": reply.text,
-                "conversation_id": turn.conversation_id,
-                "model": reply.model,
-                "provider": provider,
-                "usage": turn.stats.summary(),
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
+        reply = found.chat.reply(turn, present)
+        return jsonify(
+            reply=reply.text,
+            conversation_id=turn.conversation_id,
+            model=reply.model,
+            provider=provider,
+            usage=turn.stats.summary(),
         )
-        return Response(body + "\n", mimetype="application/json")
     media_type = stream_format()
 
     def done(event: Done) -> dict[str, Any]:
@@ -73,7 +66,7 @@ def chat() -> Response:
             "usage": event.stats.summary(),
         }
 
-    events = services.chat.stream(turn, present, pings=media_type != TEXT)
+    events = found.chat.stream(turn, present, pings=media_type != TEXT)
     return Response(
         events.framed(framer(media_type, done)),
         content_type=CONTENT_TYPES[media_type],

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from piagent.errors import ConversationNotFound
-from piagent.schemas import conversation_id_or_422
+from piagent.web.context import services
+from piagent.web.schemas import conversation_id_or_422
 
 bp = Blueprint("conversations", __name__)
 
@@ -16,7 +17,7 @@ bp = Blueprint("conversations", __name__)
 def read(conversation_id: str) -> Response:
     """The stored window, oldest first; looking does not keep it alive."""
     conversation_id = conversation_id_or_422(conversation_id)
-    memory = current_app.extensions["piagent"].memory
+    memory = services().memory
     found = memory.conversation(conversation_id) if memory is not None else None
     if found is None:
         raise ConversationNotFound(
@@ -35,7 +36,7 @@ def read(conversation_id: str) -> Response:
 def forget(conversation_id: str) -> tuple[str, int]:
     """Forget it; a conversation that is already gone is forgotten too (204)."""
     conversation_id = conversation_id_or_422(conversation_id)
-    memory = current_app.extensions["piagent"].memory
+    memory = services().memory
     if memory is not None:
         memory.forget(conversation_id)
     return "", 204

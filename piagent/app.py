@@ -1,0 +1,126 @@
+"""create_app: settings in, the services built and wired, a WSGI app out.
+
+The composition root: the only module that knows both the domain (agents,
+provider, memory, chat service) and the web layer it hands them to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+
+from piagent.agents import Agent, load_agents
+from piagent.chat import ChatService
+from piagent.keys import load_api_keys
+from piagent.memory import build_memory
+from piagent.providers import OllamaProvider, OpenAIProvider, Provider
+from piagent.settings import Settings, is_loopback_bind
+from piagent.warmup import start_warm_up
+from piagent.web.app import build_app
+from piagent.web.context import Services
+from piagent.web.schemas import ChatCompletionSchema, ChatRequestSchema
+
+log = logging.getLogger("piagent")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from settings (read from the environment when not given)."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings)
+    agent_table = load_agents(settings)
+    api_keys = load_api_keys(settings)
+    provider = build_provider(settings)
+    memory = build_memory(settings)
+    log.info(
+        "conversation memory: %s", memory.describe() if memory is not None else "off"
+    )
+    services = Services(
+        settings=settings,
+        chat=ChatService(settings, agent_table, provider, memory),
+        chat_schema=ChatRequestSchema(max_message_chars=settings.max_message_chars),
+        completion_schema=ChatCompletionSchema(
+            max_message_chars=settings.max_message_chars
+        ),
+        provider=provider,
+        memory=memory,
+    )
+    app = build_app(services, api_keys)
+    _log_guards(settings, len(api_keys))
+    _probe_in_background(provider, agent_table)
+    if settings.warmup:
+        default = agent_table.get("general")
+        start_warm_up(provider, default.model if default else settings.general_model)
+    return app
+
+
+def build_provider(settings: Settings) -> Provider:
+    if settings.provider == "openai":
+        return OpenAIProvider(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            timeout=settings.ollama_timeout,
+            connect_timeout=settings.ollama_connect_timeout,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+        )
+    return OllamaProvider(
+        settings.ollama_host,
+        timeout=settings.ollama_timeout,
+        connect_timeout=settings.ollama_connect_timeout,
+        keep_alive=settings.ollama_keep_alive,
+        options={
+            "temperature": settings.temperature,
+            "num_ctx": settings.ctx_tokens,
+            "num_predict": settings.max_tokens,
+        },
+    )
+
+
+def _configure_logging(settings: Settings) -> None:
+    """Log through gunicorn's handlers when under gunicorn, else to stderr."""
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    if gunicorn_log.handlers:
+        log.handlers = list(gunicorn_log.handlers)
+        log.propagate = False
+    elif not log.handlers and not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(settings.log_level.upper())
+
+
+def _log_guards(settings: Settings, key_count: int) -> None:
+    """One line on how piagent is guarded, and a warning when it is not."""
+    if not key_count and not is_loopback_bind(settings.bind):
+        log.warning(
+            "serving %s without API keys (ALLOW_UNAUTHENTICATED=true): anyone who "
+            "can reach it may use the model",
+            settings.bind,
+        )
+    log.info(
+        "guards: %s; rate limits /chat %s, others %s; CORS %s; %d generation(s) "
+        "at once, %d waiting up to %g s, %g s each at most",
+        f"{key_count} API key(s)" if key_count else "no API keys",
+        settings.rate_limit_chat or "none",
+        settings.rate_limit_default or "none",
+        settings.cors_origins or "off",
+        settings.max_concurrent_generations,
+        settings.max_queued_generations,
+        settings.max_queue_wait_seconds,
+        settings.max_generation_seconds,
+    )
+
+
+def _probe_in_background(provider: Provider, agent_table: dict[str, Agent]) -> None:
+    """Warn once at start-up when Ollama is down or a model is missing.
+
+    In a thread (a greenlet under gevent) so a slow host never delays start-up;
+    piagent still starts, and /chat answers 502 with the same guidance.
+    """
+    models = sorted({agent.model for agent in agent_table.values()})
+
+    def probe() -> None:
+        for problem in provider.probe(models):
+            log.warning(problem)
+
+    threading.Thread(target=probe, name="ollama-probe", daemon=True).start()

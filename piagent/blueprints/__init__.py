@@ -1,1 +1,0 @@
-"""HTTP only: parse, validate, call the chat service, shape the response."""

@@ -1,0 +1,48 @@
+"""The Flask app: views, error handlers, the request log and the guards, in order."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+
+from piagent.keys import ApiKeys
+from piagent.web.context import EXTENSION, Services
+from piagent.web.errors import register_error_handlers
+from piagent.web.guards import install_guards
+from piagent.web.requestlog import init_request_log
+from piagent.web.views import (
+    agents,
+    chat,
+    conversations,
+    health,
+    openai_chat,
+    openai_models,
+    ready,
+)
+
+VIEWS = (health, ready, agents, chat, conversations, openai_chat, openai_models)
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Every JSON answer (jsonify, a returned dict, every error): UTF-8 as is,
+    not \\u-escaped, and keys in the order the contract lists them."""
+
+    ensure_ascii = False
+    sort_keys = False
+
+
+def build_app(services: Services, keys: ApiKeys) -> Flask:
+    """The WSGI app around `services`; nothing here talks to a model server."""
+    settings = services.settings
+    app = Flask("piagent")
+    app.json = JSONProvider(app)
+    # One byte over the limit, so read_json_object can see a chunked body is too
+    # large; at the limit exactly, werkzeug would silently truncate it.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
+    app.extensions[EXTENSION] = services
+    for view in VIEWS:
+        app.register_blueprint(view.bp)
+    register_error_handlers(app)
+    init_request_log(app, settings)
+    install_guards(app, settings, keys, generating=[chat.bp, openai_chat.bp])
+    return app

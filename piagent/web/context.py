@@ -1,0 +1,33 @@
+"""What the views reach through the app: the services built at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from flask import current_app
+
+from piagent.chat import ChatService
+from piagent.memory import MemoryStore
+from piagent.providers import Provider
+from piagent.settings import Settings
+from piagent.web.schemas import ChatCompletionSchema, ChatRequestSchema
+
+EXTENSION = "piagent"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Kept in app.extensions["piagent"]; lives as long as the worker."""
+
+    settings: Settings
+    chat: ChatService
+    chat_schema: ChatRequestSchema
+    completion_schema: ChatCompletionSchema
+    provider: Provider
+    memory: MemoryStore | None
+
+
+def services() -> Services:
+    """The current app's services (inside a request or an app context)."""
+    return cast(Services, current_app.extensions[EXTENSION])

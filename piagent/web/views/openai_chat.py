@@ -1,0 +1,77 @@
+"""POST /v1/chat/completions: OpenAI's chat API, so its clients can use piagent.
+
+`model` names an agent, whose system prompt goes first; `messages` are the
+whole history (stateless, as OpenAI is: nothing is read from or written to
+memory). Errors come in OpenAI's shape from piagent.web.errors (the /v1/
+dialect); the stream's chunks are framed in piagent.web.streams.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from piagent.providers import Options
+from piagent.web.body import read_json_object
+from piagent.web.client import client_probe
+from piagent.web.context import services
+from piagent.web.schemas import load_or_422
+from piagent.web.streams import (
+    CONTENT_TYPES,
+    SSE,
+    STREAM_HEADERS,
+    chunk_frames,
+    finish_reason,
+    usage_block,
+)
+
+bp = Blueprint("openai_chat", __name__)
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions() -> Response:
+    found = services()
+    payload = read_json_object(found.settings.max_body_bytes)
+    fields = load_or_422(found.completion_schema, payload)
+    messages = [
+        {
+            "role": "system" if m["role"] == "developer" else m["role"],
+            "content": m["content"],
+        }
+        for m in fields["messages"]
+    ]
+    options = Options(
+        temperature=fields["temperature"],
+        max_tokens=fields["max_completion_tokens"] or fields["max_tokens"],
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    turn = found.chat.start_stateless(fields["model"], messages, options, completion_id)
+    g.turn = turn  # read by the request log when the response is closed
+    present = client_probe(request.environ)
+    if not fields["stream"]:
+        reply = found.chat.reply(turn, present)
+        return jsonify(
+            id=completion_id,
+            object="chat.completion",
+            created=int(time.time()),
+            model=fields["model"],
+            choices=[
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "logprobs": None,
+                    "finish_reason": finish_reason(turn.stats),
+                }
+            ],
+            usage=usage_block(turn.stats),
+        )
+    include_usage = bool((fields["stream_options"] or {}).get("include_usage"))
+    events = found.chat.stream(turn, present, pings=True)
+    frames = chunk_frames(completion_id, fields["model"], include_usage)
+    return Response(
+        events.framed(frames),
+        content_type=CONTENT_TYPES[SSE],
+        headers=STREAM_HEADERS,
+    )
