@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from piagent.settings import Settings, SettingsError
+from piagent.settings import MODEL_PREFIXES, Settings, SettingsError
+
+log = logging.getLogger("piagent")
 
 AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 BUILTIN_DIR = Path(__file__).with_name("prompts")
@@ -16,6 +19,8 @@ HEADER_KEYS = ("model",)
 
 @dataclass(frozen=True)
 class Agent:
+    """A name a request may use, the system prompt it puts first, its model."""
+
     name: str
     system_prompt: str
     model: str
@@ -44,12 +49,10 @@ def _directories(agents_dir: str) -> list[Path]:
     return directories
 
 
-def discover_agent_names(agents_dir: str) -> list[str]:
-    """Names of every agent, built-in and user, later directories overriding."""
-    names: dict[str, None] = {}
-    for directory in _directories(agents_dir):
-        names.update(dict.fromkeys(_agent_files(directory)))
-    return sorted(names)
+def agent_model_variable(agent: str, provider: str = "ollama") -> str:
+    """OLLAMA_MODEL_<AGENT> (OPENAI_MODEL_<AGENT> with PROVIDER=openai): upper
+    case, with `-` as `_` so shells accept it."""
+    return MODEL_PREFIXES[provider] + agent.upper().replace("-", "_")
 
 
 def parse_agent_file(text: str, source: str) -> tuple[dict[str, str], str]:
@@ -92,10 +95,23 @@ def load_agents(settings: Settings) -> dict[str, Agent]:
         except (OSError, UnicodeDecodeError) as exc:
             raise SettingsError(f"{path}: cannot read agent file ({exc})") from None
         header, prompt = parse_agent_file(text, str(path))
+        variable = agent_model_variable(name, settings.provider)
         model = (
             header.get("model")
-            or settings.agent_models.get(name)
+            or settings.agent_models.get(variable)
             or settings.general_model
         )
         agents[name] = Agent(name=name, system_prompt=prompt, model=model)
+    _warn_about_unused_models(settings, agents)
     return agents
+
+
+def _warn_about_unused_models(settings: Settings, agents: dict[str, Agent]) -> None:
+    """A per-agent model variable that names no agent is most likely misspelt."""
+    used = {agent_model_variable(name, settings.provider) for name in agents}
+    for variable in sorted(set(settings.agent_models) - used):
+        log.warning(
+            "%s is set but names no agent (agents: %s); it is ignored",
+            variable,
+            ", ".join(sorted(agents)),
+        )

@@ -13,10 +13,10 @@ from flask import Flask
 
 from piagent.agents import Agent, load_agents
 from piagent.chat import ChatService
-from piagent.keys import load_api_keys
+from piagent.keys import is_loopback_bind, load_api_keys, refuse_an_open_network_bind
 from piagent.memory import build_memory
 from piagent.providers import OllamaProvider, OpenAIProvider, Provider
-from piagent.settings import Settings, is_loopback_bind
+from piagent.settings import Settings
 from piagent.warmup import start_warm_up
 from piagent.web.app import build_app
 from piagent.web.context import Services
@@ -28,6 +28,7 @@ log = logging.getLogger("piagent")
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from settings (read from the environment when not given)."""
     settings = settings or Settings.from_env()
+    refuse_an_open_network_bind(settings)
     _configure_logging(settings)
     agent_table = load_agents(settings)
     api_keys = load_api_keys(settings)
@@ -60,15 +61,15 @@ def build_provider(settings: Settings) -> Provider:
         return OpenAIProvider(
             settings.openai_base_url,
             api_key=settings.openai_api_key,
-            timeout=settings.ollama_timeout,
-            connect_timeout=settings.ollama_connect_timeout,
+            timeout=settings.model_timeout,
+            connect_timeout=settings.model_connect_timeout,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
         )
     return OllamaProvider(
         settings.ollama_host,
-        timeout=settings.ollama_timeout,
-        connect_timeout=settings.ollama_connect_timeout,
+        timeout=settings.model_timeout,
+        connect_timeout=settings.model_connect_timeout,
         keep_alive=settings.ollama_keep_alive,
         options={
             "temperature": settings.temperature,

@@ -107,7 +107,7 @@ class ChatService:
             settings.max_concurrent_generations,
             settings.max_queued_generations,
             settings.max_generation_seconds,
-            read_horizon=settings.ollama_timeout + 1,
+            read_horizon=settings.model_timeout + 1,
             max_wait=settings.max_queue_wait_seconds,
         )
         self.provider_name = provider.name

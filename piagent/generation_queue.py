@@ -142,7 +142,7 @@ class GenerationQueue:
         read_horizon: float = 0.0,
         max_wait: float = math.inf,
     ) -> None:
-        """`read_horizon`: longest a provider read can block (OLLAMA_TIMEOUT plus a
+        """`read_horizon`: longest a provider read can block (MODEL_TIMEOUT plus a
         margin); 0 arms a timer around every read. `max_wait`: longest a
         request waits in line, checked every `poll_seconds`."""
         self.max_concurrent = max_concurrent

@@ -1,6 +1,6 @@
-"""API keys: reading them from the settings and the keys file, and telling
-whether one a request offers is among them. No HTTP here; the 401 check that
-uses them is piagent/web/guards/auth.py."""
+"""API keys: reading them from the settings and the keys file, telling whether
+one a request offers is among them, and refusing to serve the network without
+them. No HTTP here; the 401 check that uses them is piagent/web/guards/auth.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import ip_address
 from pathlib import Path
 
 from piagent.settings import Settings, SettingsError, comma_list
@@ -106,3 +107,45 @@ class ApiKeys:
             if hmac.compare_digest(digest, known):
                 found = number
         return found or None
+
+
+def refuse_an_open_network_bind(settings: Settings) -> None:
+    """Without API keys (or ALLOW_UNAUTHENTICATED), serve loopback only.
+
+    Run at start-up before the keys are read: whether a key source is set is
+    enough here, and an API_KEYS_FILE without keys stops start-up when read.
+    """
+    keys_set = bool(comma_list(settings.api_keys) or settings.api_keys_file.strip())
+    if keys_set or settings.allow_unauthenticated or is_loopback_bind(settings.bind):
+        return
+    raise SettingsError(
+        f"BIND={settings.bind!r}: expected a loopback address while no API keys "
+        "are set (set API_KEYS or API_KEYS_FILE, or ALLOW_UNAUTHENTICATED=true to "
+        "serve the network without keys)"
+    )
+
+
+def is_loopback_bind(bind: str) -> bool:
+    """True when every address of a gunicorn bind is reachable from this host only.
+
+    Unix sockets count as local; `fd://` and host names other than localhost
+    cannot be told apart from a LAN address, so they do not.
+    """
+    for address in comma_list(bind):
+        if address.startswith("unix:"):
+            continue
+        if address.startswith("fd://"):
+            return False
+        address = address.removeprefix("tcp://")
+        if address.startswith("["):
+            host = address[1:].partition("]")[0]
+        else:
+            host = address.rpartition(":")[0] if ":" in address else address
+        if host == "localhost":
+            continue
+        try:
+            if not ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True

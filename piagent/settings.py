@@ -1,195 +1,361 @@
-"""The one typed, immutable settings object, read once from the environment and .env."""
+"""The one typed, immutable settings object, read once from the environment and .env.
+
+Each field declares its default, its help (docs/configuration.md is checked
+against it) and the rule its value must follow; a value is parsed by the
+field's real type. Rules that tie several fields together are the named
+functions in CROSS_CHECKS. A value piagent cannot run with stops start-up with
+one line naming the variable, the value and what was expected.
+"""
 
 from __future__ import annotations
 
-import ipaddress
+import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from ipaddress import IPv4Network, IPv6Network, ip_network
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
+from ipaddress import ip_network
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
 
 PROVIDERS = ("ollama", "openai")
 LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 MEMORY_BACKENDS = ("memory", "sqlite", "redis")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 CORS_ORIGIN_PATTERN = re.compile(
     r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?"
 )
+# Per-agent model variables: the prefix, then the agent's name (see agents.py).
+MODEL_PREFIXES = {"ollama": "OLLAMA_MODEL_", "openai": "OPENAI_MODEL_"}
+
+# A rule: None when the value is fine, else what was expected instead.
+Rule = Callable[[Any], str | None]
 
 
 class SettingsError(ValueError):
     """A setting has a value piagent cannot run with; the message is one line."""
 
 
-def _help(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
+def setting(
+    default: Any,
+    help: str,
+    check: Rule | None = None,
+    *,
+    secret: bool = False,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """A settings field: its default, one line of help, the rule for its value,
+    older variable names that still set it, and whether repr() may show it."""
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"help": help, "check": check, "aliases": aliases},
+    )
+
+
+# --- Rules for one value ----------------------------------------------------
+
+
+def at_least(lowest: float, unit: str) -> Rule:
+    return lambda value: None if value >= lowest else f"{unit} >= {lowest:g}"
+
+
+def above(lowest: float, unit: str) -> Rule:
+    return lambda value: None if value > lowest else f"{unit} > {lowest:g}"
+
+
+def between(lowest: float, highest: float) -> Rule:
+    return lambda value: (
+        None if lowest <= value <= highest else f"{lowest:g} to {highest:g}"
+    )
+
+
+def one_of(choices: tuple[str, ...], expected: str) -> Rule:
+    return lambda value: None if value in choices else expected
+
+
+def fullmatch(pattern: re.Pattern[str], expected: str) -> Rule:
+    return lambda value: None if pattern.fullmatch(value) else expected
+
+
+def not_blank(expected: str) -> Rule:
+    return lambda value: None if value.strip() else expected
+
+
+def http_url(example: str) -> Rule:
+    def check(value: str) -> str | None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+            return f"an http(s) URL such as {example}"
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            return "a URL with a valid port"
+        return None
+
+    return check
+
+
+def ip_networks(value: str) -> str | None:
+    try:
+        for part in comma_list(value):
+            ip_network(part)
+    except ValueError:
+        return "comma-separated IP addresses or networks such as 127.0.0.1,::1"
+    return None
+
+
+def rate_limits(value: str) -> str | None:
+    if not value.strip():
+        return None
+    # Imported only when a limit is set: limits costs about 3 MB per process.
+    from limits import parse_many
+
+    try:
+        parsed = parse_many(value.strip())
+    except ValueError:
+        parsed = []
+    if parsed and all(item.amount >= 1 for item in parsed):
+        return None
+    return "limits such as 30/minute;500/day (empty for none)"
+
+
+def cors_origins(value: str) -> str | None:
+    for origin in comma_list(value):
+        if origin != "*" and CORS_ORIGIN_PATTERN.fullmatch(origin) is None:
+            return (
+                "origins such as http://192.168.1.20:8080 (scheme://host[:port], "
+                "no path), comma-separated, or *"
+            )
+    return None
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything piagent can be configured with; each field is one variable."""
+    """Everything piagent can be configured with; each field is one variable,
+    named like the field in upper case."""
 
-    provider: str = _help(
-        "Model server kind: `ollama`, or `openai` for any OpenAI-compatible server.",
+    provider: str = setting(
         "ollama",
+        "Model server kind: `ollama`, or `openai` for any OpenAI-compatible server.",
+        one_of(PROVIDERS, f"one of {PROVIDERS}"),
     )
-    ollama_host: str = _help("Base URL of Ollama.", "http://127.0.0.1:11434")
-    ollama_model_general: str = _help(
-        "Model for agents that name none and have no OLLAMA_MODEL_<AGENT>.",
+    ollama_host: str = setting(
+        "http://127.0.0.1:11434",
+        "Base URL of Ollama.",
+        http_url("http://127.0.0.1:11434"),
+    )
+    ollama_model_general: str = setting(
         "qwen2.5:3b-instruct",
+        "Model for agents that name none and have no OLLAMA_MODEL_<AGENT>.",
+        not_blank("a model name such as qwen2.5:3b-instruct"),
     )
-    ollama_timeout: float = _help(
-        "Seconds to wait for the model server's first byte and between bytes (also "
-        "with PROVIDER=openai); a cold Pi must "
-        "load the model first, and giving up aborts the load.",
+    model_timeout: float = setting(
         300.0,
+        "Seconds to wait for the model server's first byte and between bytes "
+        "(never for a whole reply); a cold Pi must load the model first, and "
+        "giving up aborts the load. OLLAMA_TIMEOUT is its older name.",
+        above(0, "seconds"),
+        aliases=("OLLAMA_TIMEOUT",),
     )
-    ollama_connect_timeout: float = _help(
-        "Seconds to wait for a TCP connection to the model server (also with "
-        "PROVIDER=openai); keeps 'it is down' fast.",
+    model_connect_timeout: float = setting(
         3.0,
+        "Seconds to wait for a TCP connection to the model server; keeps 'it is "
+        "down' fast. OLLAMA_CONNECT_TIMEOUT is its older name.",
+        above(0, "seconds"),
+        aliases=("OLLAMA_CONNECT_TIMEOUT",),
     )
-    ollama_keep_alive: str = _help(
-        "How long Ollama keeps the model loaded after a request (`5m`, `1h`, `-1`).",
+    ollama_keep_alive: str = setting(
         "5m",
+        "How long Ollama keeps the model loaded after a request (`5m`, `1h`, `-1`).",
+        fullmatch(
+            KEEP_ALIVE_PATTERN, "seconds or a duration such as 5m, 1h or -1 (forever)"
+        ),
     )
-    ctx_tokens: int = _help("Context window asked of the model (num_ctx).", 2048)
-    max_tokens: int = _help("Most tokens in one reply (num_predict).", 200)
-    temperature: float = _help("Sampling temperature, 0 to 2.", 0.7)
-    enable_memory: bool = _help("Keep recent turns per conversation id.", True)
-    memory_max_turns: int = _help(
-        "Stored messages (user or assistant) per conversation.", 8
+    ctx_tokens: int = setting(
+        2048,
+        "Context window asked of the model (num_ctx).",
+        at_least(256, "an integer"),
     )
-    memory_ttl_min: float = _help("Minutes after which an idle conversation ends.", 60)
-    memory_max_conversations: int = _help(
-        "Conversations kept; the least recently used goes first.", 500
+    max_tokens: int = setting(
+        200,
+        "Most tokens in one reply (num_predict); below CTX_TOKENS.",
     )
-    agents_dir: str = _help(
-        "Directory of extra agents (`<name>.md`), adding to or overriding built-ins.",
+    temperature: float = setting(0.7, "Sampling temperature, 0 to 2.", between(0, 2))
+    enable_memory: bool = setting(True, "Keep recent turns per conversation id.")
+    memory_max_turns: int = setting(
+        8,
+        "Stored messages (user or assistant) per conversation.",
+        at_least(0, "an integer"),
+    )
+    memory_ttl_min: float = setting(
+        60,
+        "Minutes after which an idle conversation ends.",
+        above(0, "minutes"),
+    )
+    memory_max_conversations: int = setting(
+        500,
+        "Conversations kept; the least recently used goes first.",
+        at_least(1, "an integer"),
+    )
+    agents_dir: str = setting(
         "",
+        "Directory of extra agents (`<name>.md`), adding to or overriding built-ins.",
     )
     agent_models: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}),
         metadata={
-            "help": "Per-agent models from OLLAMA_MODEL_<AGENT> (or OPENAI_MODEL_"
-            "<AGENT> with PROVIDER=openai), read by from_env."
+            "help": "Per-agent models by variable: every OLLAMA_MODEL_<AGENT> (or "
+            "OPENAI_MODEL_<AGENT> with PROVIDER=openai) that from_env finds; "
+            "agents.py resolves them.",
+            "variable": False,
         },
     )
-    max_body_bytes: int = _help("Largest accepted request body in bytes.", 65536)
-    max_message_chars: int = _help("Longest accepted message in characters.", 4000)
-    log_level: str = _help("Log level of piagent's own logger.", "info")
+    max_body_bytes: int = setting(
+        65536, "Largest accepted request body in bytes.", at_least(1024, "bytes")
+    )
+    max_message_chars: int = setting(
+        4000,
+        "Longest accepted message in characters.",
+        at_least(1, "an integer"),
+    )
+    log_level: str = setting(
+        "info",
+        "Log level of piagent's own logger: debug, info, warning or error.",
+        lambda value: (
+            None if value.lower() in LOG_LEVELS else "debug, info, warning or error"
+        ),
+    )
     # --- OpenAI-compatible model server (PROVIDER=openai) ---
-    openai_base_url: str = _help(
-        "Base URL of an OpenAI-compatible server, up to and including /v1.",
+    openai_base_url: str = setting(
         "http://127.0.0.1:8080/v1",
+        "Base URL of an OpenAI-compatible server, up to and including /v1.",
+        http_url("http://127.0.0.1:8080/v1"),
     )
-    openai_api_key: str = field(
-        default="",
-        repr=False,
-        metadata={"help": "Bearer key for that server; empty sends none."},
+    openai_api_key: str = setting(
+        "", "Bearer key for that server; empty sends none.", secret=True
     )
-    openai_model_general: str = _help(
-        "Model for agents that name none and have no OPENAI_MODEL_<AGENT>.",
+    openai_model_general: str = setting(
         "qwen2.5-3b-instruct",
+        "Model for agents that name none and have no OPENAI_MODEL_<AGENT>.",
+        not_blank("a model name as the server's GET /v1/models lists it"),
     )
     # --- Streams: SSE and NDJSON ---
-    stream_prime_seconds: float = _help(
+    stream_prime_seconds: float = setting(
+        5.0,
         "Seconds an SSE or NDJSON stream waits for the first token before it "
         "answers 200 and sends pings; failures within it get their real status.",
-        5.0,
+        at_least(0, "seconds"),
     )
-    stream_ping_seconds: float = _help(
-        "Seconds between pings of an SSE or NDJSON stream while the model is silent.",
+    stream_ping_seconds: float = setting(
         10.0,
+        "Seconds between pings of an SSE or NDJSON stream while the model is silent.",
+        above(0, "seconds"),
     )
     # --- Deployment: proxies, request logs, warm-up ---
-    trusted_proxies: str = _help(
+    trusted_proxies: str = setting(
+        "127.0.0.1,::1",
         "Comma-separated addresses or networks of reverse proxies whose "
         "X-Forwarded-For / X-Real-IP name the client; empty trusts none.",
-        "127.0.0.1,::1",
+        ip_networks,
     )
-    log_format: str = _help(
-        "Request log lines on stdout: `json` (one object per line) or `text`.", "text"
+    log_format: str = setting(
+        "text",
+        "Request log lines on stdout: `json` (one object per line) or `text`.",
+        one_of(LOG_FORMATS, "json or text"),
     )
-    log_content: bool = _help(
-        "Also log message and reply text in request log lines (private data).", False
+    log_content: bool = setting(
+        False, "Also log message and reply text in request log lines (private data)."
     )
-    warmup: bool = _help(
-        "Load the general agent's model into Ollama when a worker starts.", False
+    warmup: bool = setting(
+        False, "Load the general agent's model into Ollama when a worker starts."
     )
     # --- Memory backends: durable and shared conversation memory ---
-    memory_backend: str = _help(
-        "Where conversations live: `memory` (in-process), `sqlite` or `redis`.",
+    memory_backend: str = setting(
         "memory",
+        "Where conversations live: `memory` (in-process), `sqlite` or `redis`.",
+        one_of(MEMORY_BACKENDS, "memory, sqlite or redis"),
     )
-    memory_sqlite_path: str = _help(
-        "SQLite file of MEMORY_BACKEND=sqlite (relative to the working directory).",
+    memory_sqlite_path: str = setting(
         "piagent-memory.sqlite3",
+        "SQLite file of MEMORY_BACKEND=sqlite (relative to the working directory).",
     )
-    redis_url: str = _help(
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
         "Redis of MEMORY_BACKEND=redis: redis://[:password@]host:port/db, "
         "rediss:// or unix:///path.sock.",
-        "redis://127.0.0.1:6379/0",
     )
-    redis_timeout: float = _help(
-        "Seconds to connect to Redis or wait for its answer before a 503.", 1.0
+    redis_timeout: float = setting(
+        1.0,
+        "Seconds to connect to Redis or wait for its answer before a 503.",
+        above(0, "seconds"),
     )
     # --- LAN security: API keys, rate limits, CORS, the generation queue ---
-    bind: str = _help(
+    bind: str = setting(
+        "127.0.0.1:8000",
         "Where gunicorn listens; gunicorn.conf.py hands piagent gunicorn's real "
         "bind, so a non-loopback one without API keys can be refused.",
-        "127.0.0.1:8000",
     )
-    api_keys: str = field(
-        default="",
-        repr=False,
-        metadata={"help": "Comma-separated API keys; empty: none from here."},
+    api_keys: str = setting(
+        "", "Comma-separated API keys; empty: none from here.", secret=True
     )
-    api_keys_file: str = _help(
-        "File of API keys, one a line, `#` comments allowed.", ""
+    api_keys_file: str = setting(
+        "", "File of API keys, one a line, `#` comments allowed."
     )
-    allow_unauthenticated: bool = _help(
-        "Serve a non-loopback address without API keys (anyone there may use it).",
+    allow_unauthenticated: bool = setting(
         False,
+        "Serve a non-loopback address without API keys (anyone there may use it).",
     )
-    rate_limit_chat: str = _help(
-        "Limits on POST /chat per key (or client address), e.g. 30/minute;500/day; "
-        "empty: none.",
+    rate_limit_chat: str = setting(
         "30/minute",
+        "Limits on POST /chat and /v1/chat/completions together, per key (or client "
+        "address), e.g. 30/minute;500/day; empty: none.",
+        rate_limits,
     )
-    rate_limit_default: str = _help(
+    rate_limit_default: str = setting(
+        "120/minute",
         "Limits on the other endpoints except /health, per key or address; "
         "empty: none.",
-        "120/minute",
+        rate_limits,
     )
-    cors_origins: str = _help(
-        "Comma-separated browser origins allowed to call piagent; empty: no CORS.",
+    cors_origins: str = setting(
         "",
+        "Comma-separated browser origins allowed to call piagent; empty: no CORS.",
+        cors_origins,
     )
-    max_concurrent_generations: int = _help(
-        "Generations talking to the model at once (like OLLAMA_NUM_PARALLEL).", 1
+    max_concurrent_generations: int = setting(
+        1,
+        "Generations talking to the model at once (like OLLAMA_NUM_PARALLEL).",
+        at_least(1, "an integer"),
     )
-    max_queued_generations: int = _help(
-        "Requests that may wait for a generation slot; more get a 503.", 4
+    max_queued_generations: int = setting(
+        4,
+        "Requests that may wait for a generation slot; more get a 503.",
+        at_least(0, "an integer"),
     )
-    max_queue_wait_seconds: float = _help(
-        "Longest a request waits in line for a generation slot before a 503.", 300.0
+    max_queue_wait_seconds: float = setting(
+        300.0,
+        "Longest a request waits in line for a generation slot before a 503.",
+        above(0, "seconds"),
     )
-    max_generation_seconds: float = _help(
-        "Deadline of one whole generation, first byte to last, in seconds.", 600.0
+    max_generation_seconds: float = setting(
+        600.0,
+        "Deadline of one whole generation, first byte to last, in seconds.",
+        above(0, "seconds"),
     )
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "agent_models", MappingProxyType(dict(self.agent_models))
         )
-        for check in _CHECKS:
+        for spec in variable_fields():
+            _check_field(spec, variable_name(spec), getattr(self, spec.name))
+        for check in CROSS_CHECKS:
             check(self)
 
     @property
@@ -204,13 +370,12 @@ class Settings:
         return self.memory_ttl_min * 60
 
     @classmethod
-    def from_env(
-        cls, config: Config | None = None, agent_names: Iterable[str] | None = None
-    ) -> Settings:
+    def from_env(cls, config: Config | None = None) -> Settings:
         """Read every variable once; `.env` in the working directory fills gaps.
 
-        Per-agent model variables are looked up for the agents that exist, so a
-        misspelt OLLAMA_MODEL_<AGENT> cannot silently apply to nothing else.
+        Every OLLAMA_MODEL_<AGENT> (OPENAI_MODEL_<AGENT> with PROVIDER=openai)
+        is collected into `agent_models`; agents.py matches them to agents and
+        warns about any that names none.
         """
         if config is None:
             repo = (
@@ -218,57 +383,110 @@ class Settings:
             )
             config = Config(repo)
         values: dict[str, Any] = {}
-        for spec in fields(cls):
-            if spec.name == "agent_models":
-                continue
-            raw = config(spec.name.upper(), default=None)
-            if raw is not None:
-                values[spec.name] = _parse(spec.name.upper(), raw, spec.type)
-        if agent_names is None:
-            from piagent.agents import discover_agent_names
-
-            agent_names = discover_agent_names(values.get("agents_dir", ""))
-        models = {}
-        provider = values.get("provider", "ollama")
-        for name in agent_names:
-            variable = agent_model_variable(name, provider)
-            model = config(variable, default="").strip()
-            if model:
-                models[name] = model
-        values["agent_models"] = models
+        kinds = get_type_hints(cls)
+        for spec in variable_fields():
+            found = _read(config, spec, kinds[spec.name])
+            if found is not None:
+                variable, value = found
+                _check_field(spec, variable, value)
+                values[spec.name] = value
+        prefix = MODEL_PREFIXES[values.get("provider", "ollama")]
+        declared = {variable_name(spec) for spec in variable_fields()}
+        values["agent_models"] = {
+            name: model
+            for name in _variable_names(config)
+            if name.startswith(prefix) and name not in declared
+            if (model := str(config(name, default="")).strip())
+        }
         return cls(**values)
 
 
-def agent_model_variable(agent: str, provider: str = "ollama") -> str:
-    """OLLAMA_MODEL_<AGENT> (OPENAI_MODEL_<AGENT> with PROVIDER=openai): upper
-    case, with `-` as `_` so shells accept it."""
-    prefix = "OPENAI_MODEL_" if provider == "openai" else "OLLAMA_MODEL_"
-    return prefix + agent.upper().replace("-", "_")
+def variable_fields() -> list[Field[Any]]:
+    """The fields read from a variable of their own (all but agent_models)."""
+    return [spec for spec in fields(Settings) if spec.metadata.get("variable", True)]
 
 
-def _parse(variable: str, raw: str, kind: str) -> Any:
+def variable_name(spec: Field[Any]) -> str:
+    return spec.name.upper()
+
+
+def _read(config: Config, spec: Field[Any], kind: Any) -> tuple[str, Any] | None:
+    """(the variable that set the field, its parsed value), or None if unset.
+
+    A field's older names still set it; setting two of its names to different
+    values is refused, since one of them would be ignored without a word.
+    """
+    found: list[tuple[str, str, Any]] = []
+    for variable in (variable_name(spec), *spec.metadata["aliases"]):
+        raw = config(variable, default=None)
+        if raw is not None:
+            found.append((variable, raw, parse_value(variable, raw, kind)))
+    if len({value for _, _, value in found}) > 1:
+        named = " and ".join(f"{variable}={raw!r}" for variable, raw, _ in found)
+        raise SettingsError(
+            f"{named}: expected one of them ({', '.join(spec.metadata['aliases'])} "
+            f"is the older name of {variable_name(spec)})"
+        )
+    return (found[0][0], found[0][2]) if found else None
+
+
+def _variable_names(config: Config) -> list[str]:
+    """Every variable the environment and the .env file define.
+
+    decouple only answers for names it is asked about; its RepositoryEnv keeps
+    a file's names in `data` (a plain attribute, read here and nowhere else;
+    tests/test_settings.py fails if it goes away).
+    """
+    from_file = getattr(config.repository, "data", {})
+    return sorted(set(os.environ) | set(from_file))
+
+
+def parse_value(variable: str, raw: str, kind: Any) -> Any:
+    """`raw` as the type `kind` (bool, int, float, str, or X | None)."""
     raw = raw.strip()
-    if kind == "bool":
+    if get_origin(kind) in (Union, types.UnionType):
+        [inner] = [arg for arg in get_args(kind) if arg is not type(None)]
+        return None if raw == "" else parse_value(variable, raw, inner)
+    if kind is bool:
         lowered = raw.lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
         raise SettingsError(f"{variable}={raw!r}: expected true or false")
-    if kind == "int":
+    if kind is int:
         try:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{variable}={raw!r}: expected an integer") from None
-    if kind == "float":
+    if kind is float:
         try:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"{variable}={raw!r}: expected a number") from None
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise SettingsError(f"{variable}={raw!r}: expected a finite number")
         return value
-    return raw
+    if kind is str:
+        return raw
+    raise TypeError(f"{variable}: no parser for {kind!r}")
+
+
+def _check_field(spec: Field[Any], variable: str, value: Any) -> None:
+    check: Rule | None = spec.metadata["check"]
+    if check is None or value is None:
+        return
+    expected = check(value)
+    if expected is not None:
+        raise SettingsError(f"{variable}={value!r}: expected {expected}")
+
+
+def comma_list(value: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# --- Rules that tie fields together ------------------------------------------
 
 
 def _require(condition: bool, variable: str, value: Any, expected: str) -> None:
@@ -276,259 +494,42 @@ def _require(condition: bool, variable: str, value: Any, expected: str) -> None:
         raise SettingsError(f"{variable}={value!r}: expected {expected}")
 
 
-def _check_numbers(s: Settings) -> None:
-    _require(0 <= s.temperature <= 2, "TEMPERATURE", s.temperature, "0 to 2")
-    _require(s.ctx_tokens >= 256, "CTX_TOKENS", s.ctx_tokens, "an integer >= 256")
+def max_tokens_fits_the_context(s: Settings) -> None:
     _require(
         1 <= s.max_tokens < s.ctx_tokens,
         "MAX_TOKENS",
         s.max_tokens,
         f"an integer from 1 to CTX_TOKENS-1 ({s.ctx_tokens - 1})",
     )
-    _require(s.ollama_timeout > 0, "OLLAMA_TIMEOUT", s.ollama_timeout, "seconds > 0")
+
+
+def sqlite_file_in_a_directory(s: Settings) -> None:
+    if s.memory_backend != "sqlite":
+        return
+    parent = os.path.dirname(os.path.abspath(s.memory_sqlite_path))
     _require(
-        s.ollama_connect_timeout > 0,
-        "OLLAMA_CONNECT_TIMEOUT",
-        s.ollama_connect_timeout,
-        "seconds > 0",
+        bool(s.memory_sqlite_path.strip()) and os.path.isdir(parent),
+        "MEMORY_SQLITE_PATH",
+        s.memory_sqlite_path,
+        "a file path in an existing directory",
     )
+
+
+def redis_url_names_a_server(s: Settings) -> None:
+    if s.memory_backend != "redis":
+        return
+    parts = urlsplit(s.redis_url)
     _require(
-        s.memory_max_turns >= 0,
-        "MEMORY_MAX_TURNS",
-        s.memory_max_turns,
-        "an integer >= 0",
-    )
-    _require(s.memory_ttl_min > 0, "MEMORY_TTL_MIN", s.memory_ttl_min, "minutes > 0")
-    _require(
-        s.memory_max_conversations >= 1,
-        "MEMORY_MAX_CONVERSATIONS",
-        s.memory_max_conversations,
-        "an integer >= 1",
-    )
-    _require(
-        s.max_body_bytes >= 1024, "MAX_BODY_BYTES", s.max_body_bytes, "bytes >= 1024"
-    )
-    _require(
-        s.max_message_chars >= 1,
-        "MAX_MESSAGE_CHARS",
-        s.max_message_chars,
-        "an integer >= 1",
+        parts.scheme in ("redis", "rediss", "unix")
+        and bool(parts.hostname or parts.path),
+        "REDIS_URL",
+        s.redis_url,
+        "a URL such as redis://127.0.0.1:6379/0",
     )
 
 
-def _check_http_url(variable: str, value: str, example: str) -> None:
-    parts = urlsplit(value)
-    _require(
-        parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value,
-        variable,
-        value,
-        f"an http(s) URL such as {example}",
-    )
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        _require(False, variable, value, "a URL with a valid port")
-
-
-def _check_text(s: Settings) -> None:
-    _require(s.provider in PROVIDERS, "PROVIDER", s.provider, f"one of {PROVIDERS}")
-    _check_http_url("OLLAMA_HOST", s.ollama_host, "http://127.0.0.1:11434")
-    _require(
-        bool(s.ollama_model_general.strip()),
-        "OLLAMA_MODEL_GENERAL",
-        s.ollama_model_general,
-        "a model name such as qwen2.5:3b-instruct",
-    )
-    _check_http_url("OPENAI_BASE_URL", s.openai_base_url, "http://127.0.0.1:8080/v1")
-    _require(
-        bool(s.openai_model_general.strip()),
-        "OPENAI_MODEL_GENERAL",
-        s.openai_model_general,
-        "a model name as the server's GET /v1/models lists it",
-    )
-    _require(
-        KEEP_ALIVE_PATTERN.fullmatch(s.ollama_keep_alive) is not None,
-        "OLLAMA_KEEP_ALIVE",
-        s.ollama_keep_alive,
-        "seconds or a duration such as 5m, 1h or -1 (forever)",
-    )
-    _require(
-        s.log_level.lower() in ("debug", "info", "warning", "error"),
-        "LOG_LEVEL",
-        s.log_level,
-        "debug, info, warning or error",
-    )
-
-
-def _check_streams(s: Settings) -> None:
-    _require(
-        s.stream_prime_seconds >= 0,
-        "STREAM_PRIME_SECONDS",
-        s.stream_prime_seconds,
-        "seconds >= 0",
-    )
-    _require(
-        s.stream_ping_seconds > 0,
-        "STREAM_PING_SECONDS",
-        s.stream_ping_seconds,
-        "seconds > 0",
-    )
-
-
-def _check_deployment(s: Settings) -> None:
-    _require(s.log_format in LOG_FORMATS, "LOG_FORMAT", s.log_format, "json or text")
-    try:
-        proxy_networks(s.trusted_proxies)
-    except ValueError:
-        _require(
-            False,
-            "TRUSTED_PROXIES",
-            s.trusted_proxies,
-            "comma-separated IP addresses or networks such as 127.0.0.1,::1",
-        )
-
-
-def proxy_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
-    """TRUSTED_PROXIES as networks; a bare address is a network of one.
-
-    Strict like gunicorn's forwarded_allow_ips: 10.0.0.1/8 is refused, since
-    whoever wrote it meant either 10.0.0.1 or 10.0.0.0/8.
-    """
-    return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
-
-
-def _check_memory_backend(s: Settings) -> None:
-    _require(
-        s.memory_backend in MEMORY_BACKENDS,
-        "MEMORY_BACKEND",
-        s.memory_backend,
-        "memory, sqlite or redis",
-    )
-    _require(s.redis_timeout > 0, "REDIS_TIMEOUT", s.redis_timeout, "seconds > 0")
-    if s.memory_backend == "sqlite":
-        parent = os.path.dirname(os.path.abspath(s.memory_sqlite_path))
-        _require(
-            bool(s.memory_sqlite_path.strip()) and os.path.isdir(parent),
-            "MEMORY_SQLITE_PATH",
-            s.memory_sqlite_path,
-            "a file path in an existing directory",
-        )
-    if s.memory_backend == "redis":
-        parts = urlsplit(s.redis_url)
-        _require(
-            parts.scheme in ("redis", "rediss", "unix")
-            and bool(parts.hostname or parts.path),
-            "REDIS_URL",
-            s.redis_url,
-            "a URL such as redis://127.0.0.1:6379/0",
-        )
-
-
-def api_keys_configured(s: Settings) -> bool:
-    """Whether any key source is set; an API_KEYS_FILE without keys fails later."""
-    return any(key.strip() for key in s.api_keys.split(",")) or bool(
-        s.api_keys_file.strip()
-    )
-
-
-def is_loopback_bind(bind: str) -> bool:
-    """True when every address of a gunicorn bind is reachable from this host only.
-
-    Unix sockets count as local; `fd://` and host names other than localhost
-    cannot be told apart from a LAN address, so they do not.
-    """
-    for address in filter(None, (part.strip() for part in bind.split(","))):
-        if address.startswith("unix:"):
-            continue
-        if address.startswith("fd://"):
-            return False
-        address = address.removeprefix("tcp://")
-        if address.startswith("["):
-            host = address[1:].partition("]")[0]
-        else:
-            host = address.rpartition(":")[0] if ":" in address else address
-        if host == "localhost":
-            continue
-        try:
-            if not ipaddress.ip_address(host).is_loopback:
-                return False
-        except ValueError:
-            return False
-    return True
-
-
-def _check_security(s: Settings) -> None:
-    _require(
-        api_keys_configured(s) or s.allow_unauthenticated or is_loopback_bind(s.bind),
-        "BIND",
-        s.bind,
-        "a loopback address while no API keys are set (set API_KEYS or "
-        "API_KEYS_FILE, or ALLOW_UNAUTHENTICATED=true to serve the network "
-        "without keys)",
-    )
-    for variable, value in (
-        ("RATE_LIMIT_CHAT", s.rate_limit_chat),
-        ("RATE_LIMIT_DEFAULT", s.rate_limit_default),
-    ):
-        if not value.strip():
-            continue
-        # Imported only when a limit is set: limits costs about 3 MB per process.
-        from limits import parse_many
-
-        try:
-            parsed = parse_many(value.strip())
-        except ValueError:
-            parsed = []
-        _require(
-            bool(parsed) and all(item.amount >= 1 for item in parsed),
-            variable,
-            value,
-            "limits such as 30/minute;500/day (empty for none)",
-        )
-    for origin in filter(None, (o.strip() for o in s.cors_origins.split(","))):
-        _require(
-            origin == "*" or CORS_ORIGIN_PATTERN.fullmatch(origin) is not None,
-            "CORS_ORIGINS",
-            s.cors_origins,
-            "origins such as http://192.168.1.20:8080 (scheme://host[:port], "
-            "no path), comma-separated, or *",
-        )
-    _require(
-        s.max_concurrent_generations >= 1,
-        "MAX_CONCURRENT_GENERATIONS",
-        s.max_concurrent_generations,
-        "an integer >= 1",
-    )
-    _require(
-        s.max_queued_generations >= 0,
-        "MAX_QUEUED_GENERATIONS",
-        s.max_queued_generations,
-        "an integer >= 0",
-    )
-    _require(
-        s.max_queue_wait_seconds > 0,
-        "MAX_QUEUE_WAIT_SECONDS",
-        s.max_queue_wait_seconds,
-        "seconds > 0",
-    )
-    _require(
-        s.max_generation_seconds > 0,
-        "MAX_GENERATION_SECONDS",
-        s.max_generation_seconds,
-        "seconds > 0",
-    )
-
-
-_CHECKS: tuple[Callable[[Settings], None], ...] = (
-    _check_numbers,
-    _check_text,
-    _check_streams,
-    _check_deployment,
-    _check_memory_backend,
-    _check_security,
+CROSS_CHECKS: tuple[Callable[[Settings], None], ...] = (
+    max_tokens_fits_the_context,
+    sqlite_file_in_a_directory,
+    redis_url_names_a_server,
 )
-
-
-def comma_list(value: str) -> list[str]:
-    """The non-empty, stripped items of a comma-separated setting."""
-    return [item.strip() for item in value.split(",") if item.strip()]

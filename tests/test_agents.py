@@ -2,7 +2,7 @@
 
 import pytest
 
-from piagent.agents import discover_agent_names, is_agent_name, load_agents
+from piagent.agents import agent_model_variable, is_agent_name, load_agents
 from piagent.settings import Settings, SettingsError
 
 
@@ -23,7 +23,6 @@ def test_user_directory_adds_and_overrides(tmp_path):
     assert agents["general"].system_prompt == "You are terse."
     assert agents["coder"].model == "qwen2.5-coder:1.5b"
     assert agents["coder"].system_prompt == "Code."
-    assert discover_agent_names(str(tmp_path)) == ["coder", "general"]
 
 
 def test_model_precedence_file_then_variable_then_general(tmp_path):
@@ -33,12 +32,38 @@ def test_model_precedence_file_then_variable_then_general(tmp_path):
     settings = Settings(
         agents_dir=str(tmp_path),
         ollama_model_general="general-model",
-        agent_models={"a": "from-env", "b": "from-env"},
+        agent_models={"OLLAMA_MODEL_A": "from-env", "OLLAMA_MODEL_B": "from-env"},
     )
     agents = load_agents(settings)
     assert agents["a"].model == "from-file"
     assert agents["b"].model == "from-env"
     assert agents["c"].model == "general-model"
+
+
+def test_a_model_variable_naming_no_agent_is_warned_about(tmp_path, caplog):
+    (tmp_path / "home-assistant.md").write_text("Turn lights on.")
+    settings = Settings(
+        agents_dir=str(tmp_path),
+        agent_models={
+            "OLLAMA_MODEL_HOME_ASSISTANT": "tiny:1b",
+            "OLLAMA_MODEL_HOME_ASISTANT": "typo:1b",
+        },
+    )
+    with caplog.at_level("WARNING", logger="piagent"):
+        agents = load_agents(settings)
+    assert agents["home-assistant"].model == "tiny:1b"
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "OLLAMA_MODEL_HOME_ASISTANT is set but names no agent (agents: general, "
+        "home-assistant); it is ignored"
+    )
+
+
+def test_agent_model_variable_is_shell_safe():
+    assert agent_model_variable("home-assistant") == "OLLAMA_MODEL_HOME_ASSISTANT"
+    assert agent_model_variable("home-assistant", "openai") == (
+        "OPENAI_MODEL_HOME_ASSISTANT"
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ import socket
 import pytest
 import requests
 
-from piagent.keys import ApiKeys, load_api_keys, parse_keys_file
-from piagent.settings import Settings, SettingsError, is_loopback_bind
+from piagent.keys import ApiKeys, is_loopback_bind, load_api_keys, parse_keys_file
+from piagent.settings import Settings, SettingsError
 
 KEY = "kitchen-tablet-0123456789abcdef"
 OTHER = "garage-script-fedcba9876543210"

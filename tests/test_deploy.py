@@ -174,7 +174,7 @@ def test_installed_env_file_is_valid_settings_for_the_service(tmp_path):
     env_file = tmp_path / "etc/piagent/piagent.env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o640"
     config = Config(RepositoryEnv(str(env_file)))
-    settings = Settings.from_env(config, agent_names=["general"])
+    settings = Settings.from_env(config)
     assert settings.agents_dir == "/etc/piagent/agents"
     assert settings.log_format == "json"
     assert settings.api_keys_file == "/etc/piagent/keys"
@@ -345,8 +345,8 @@ def test_readme_and_shipped_files_agree_on_the_numbers():
     assert f"waits up to {read_timeout} s" in readme
     assert f"TimeoutStopSec={unit['TimeoutStopSec'][0]}" in readme
     defaults = Settings()
-    assert f"OLLAMA_TIMEOUT={defaults.ollama_timeout:g}" in readme
-    assert int(read_timeout) > defaults.ollama_timeout
+    assert f"MODEL_TIMEOUT={defaults.model_timeout:g}" in readme
+    assert int(read_timeout) > defaults.model_timeout
     assert int(read_timeout) > (
         defaults.max_queue_wait_seconds + defaults.max_generation_seconds
     )

@@ -1,21 +1,21 @@
 """The README and .env.example name every setting, so none is undocumented."""
 
 import re
-from dataclasses import fields
 
 import pytest
 
-from piagent.settings import Settings
+from piagent.settings import Settings, variable_fields
 from tests.support.server import ROOT
 
-SETTINGS = [f.name.upper() for f in fields(Settings) if f.name != "agent_models"]
+SETTINGS = [f.name.upper() for f in variable_fields()]
+ALIASES = [alias for f in variable_fields() for alias in f.metadata["aliases"]]
 SERVER_SETTINGS = ["BIND", "WORKERS", "WORKER_CONNECTIONS", "GRACEFUL_TIMEOUT"]
 
 
 PER_AGENT = ["OLLAMA_MODEL_<AGENT>", "OPENAI_MODEL_<AGENT>"]
 
 
-@pytest.mark.parametrize("name", SETTINGS + SERVER_SETTINGS + PER_AGENT)
+@pytest.mark.parametrize("name", SETTINGS + SERVER_SETTINGS + PER_AGENT + ALIASES)
 def test_readme_documents_setting(name):
     assert f"`{name}`" in (ROOT / "README.md").read_text()
 
@@ -27,6 +27,8 @@ def test_env_example_lists_setting(name):
 
 
 def test_every_setting_has_help():
+    from dataclasses import fields
+
     assert all(f.metadata.get("help") for f in fields(Settings))
 
 
@@ -40,7 +42,7 @@ def readme_env_blocks() -> list[str]:
 def settings_from_file(path) -> Settings:
     from decouple import Config, RepositoryEnv
 
-    return Settings.from_env(Config(RepositoryEnv(str(path))), agent_names=[])
+    return Settings.from_env(Config(RepositoryEnv(str(path))))
 
 
 def test_readme_env_examples_are_valid_settings(tmp_path):
@@ -52,7 +54,7 @@ def test_readme_env_examples_are_valid_settings(tmp_path):
         settings_from_file(path)  # a bad value raises SettingsError, naming it
         names = re.findall(r"^([A-Z_]+)=", block, re.M)
         # decouple ignores names it is not asked for: a typo would pass unseen
-        assert set(names) <= set(SETTINGS + SERVER_SETTINGS), names
+        assert set(names) <= set(SETTINGS + SERVER_SETTINGS + ALIASES), names
 
 
 def test_env_example_parses_to_the_defaults():

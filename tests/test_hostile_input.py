@@ -151,7 +151,7 @@ def check_answer(status: int, content_type: str, body: bytes) -> None:
 def apps(fake_ollama):
     common = dict(
         ollama_host=fake_ollama.url,
-        ollama_timeout=1.5,
+        model_timeout=1.5,
         rate_limit_chat="",
         rate_limit_default="",
     )

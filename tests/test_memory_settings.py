@@ -13,7 +13,7 @@ from tests.support.server import free_port
 def from_file(tmp_path: Path, text: str) -> Settings:
     env = tmp_path / ".env"
     env.write_text(text)
-    return Settings.from_env(Config(RepositoryEnv(str(env))), agent_names=["general"])
+    return Settings.from_env(Config(RepositoryEnv(str(env))))
 
 
 def test_default_is_the_in_process_store():

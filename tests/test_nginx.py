@@ -71,7 +71,7 @@ def chat(client, nginx, body, **kwargs):
 
 def test_site_outlasts_the_longest_silence_piagent_allows():
     defaults = Settings()
-    assert shipped_read_timeout() > defaults.ollama_timeout
+    assert shipped_read_timeout() > defaults.model_timeout
     # A queued JSON reply is silent while it waits and while it is generated.
     assert shipped_read_timeout() > (
         defaults.max_queue_wait_seconds + defaults.max_generation_seconds

@@ -55,7 +55,7 @@ def app(fake_ollama):
     return create_app(
         Settings(
             ollama_host=fake_ollama.url,
-            ollama_timeout=1.5,
+            model_timeout=1.5,
             rate_limit_chat="",
             rate_limit_default="",
         )

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 from decouple import Config, RepositoryEnv
 
-from piagent.settings import Settings, SettingsError, agent_model_variable
+from piagent.settings import Settings, SettingsError, parse_value
 
 
-def from_file(tmp_path: Path, text: str, agents=("general",)) -> Settings:
+def from_file(tmp_path: Path, text: str) -> Settings:
     env = tmp_path / ".env"
     env.write_text(text)
-    return Settings.from_env(Config(RepositoryEnv(str(env))), agent_names=agents)
+    return Settings.from_env(Config(RepositoryEnv(str(env))))
 
 
 def test_defaults_are_the_predecessors():
@@ -34,13 +34,13 @@ def test_env_file_values_are_parsed_to_their_types(tmp_path):
         "TEMPERATURE=0.2\nCTX_TOKENS=4096\nENABLE_MEMORY=false\n"
         "OLLAMA_HOST=http://pi.local:11434\nOLLAMA_KEEP_ALIVE=-1\n"
         "OLLAMA_MODEL_CODER=qwen2.5-coder:1.5b\n",
-        agents=("general", "coder"),
     )
     assert s.temperature == 0.2 and s.ctx_tokens == 4096
     assert s.enable_memory is False
     assert s.ollama_host == "http://pi.local:11434"
     assert s.ollama_keep_alive == "-1"
-    assert dict(s.agent_models) == {"coder": "qwen2.5-coder:1.5b"}
+    # Collected by prefix from the .env file; agents.py matches them to agents.
+    assert dict(s.agent_models) == {"OLLAMA_MODEL_CODER": "qwen2.5-coder:1.5b"}
 
 
 @pytest.mark.parametrize(
@@ -56,6 +56,7 @@ def test_env_file_values_are_parsed_to_their_types(tmp_path):
         ("ENABLE_MEMORY=maybe", "ENABLE_MEMORY='maybe': expected true or false"),
         ("MAX_TOKENS=4096", "MAX_TOKENS=4096: expected an integer from 1 to"),
         ("OLLAMA_TIMEOUT=0", "OLLAMA_TIMEOUT=0.0: expected seconds > 0"),
+        ("MODEL_TIMEOUT=-1", "MODEL_TIMEOUT=-1.0: expected seconds > 0"),
         ("OLLAMA_TIMEOUT=nan", "OLLAMA_TIMEOUT='nan': expected a finite number"),
         ("OLLAMA_KEEP_ALIVE=soon", "OLLAMA_KEEP_ALIVE='soon': expected seconds or"),
         ("PROVIDER=llama", "PROVIDER='llama': expected one of"),
@@ -90,25 +91,70 @@ def test_settings_are_immutable():
         s.agent_models["x"] = "y"  # type: ignore[index]
 
 
-def test_agent_model_variable_is_shell_safe():
-    assert agent_model_variable("home-assistant") == "OLLAMA_MODEL_HOME_ASSISTANT"
-
-
 def test_provider_openai_reads_its_own_model_variables(tmp_path):
     s = from_file(
         tmp_path,
         "PROVIDER=openai\nOPENAI_BASE_URL=http://127.0.0.1:1234/v1\n"
         "OPENAI_API_KEY=sk-secret\nOPENAI_MODEL_GENERAL=qwen2.5-3b-instruct\n"
         "OPENAI_MODEL_CODER=qwen2.5-coder-1.5b\nOLLAMA_MODEL_CODER=ignored:1b\n",
-        agents=("general", "coder"),
     )
     assert (s.provider, s.openai_base_url) == ("openai", "http://127.0.0.1:1234/v1")
     assert s.general_model == "qwen2.5-3b-instruct"
-    assert dict(s.agent_models) == {
-        "general": "qwen2.5-3b-instruct",
-        "coder": "qwen2.5-coder-1.5b",
-    }
+    assert dict(s.agent_models) == {"OPENAI_MODEL_CODER": "qwen2.5-coder-1.5b"}
     assert "sk-secret" not in repr(s)
-    assert agent_model_variable("home-assistant", "openai") == (
-        "OPENAI_MODEL_HOME_ASSISTANT"
+
+
+def test_per_agent_models_are_also_collected_from_the_environment(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OLLAMA_MODEL_PIRATE", " tiny:1b ")
+    monkeypatch.setenv("OLLAMA_MODEL_EMPTY", "")
+    s = from_file(tmp_path, "OLLAMA_MODEL_CODER=qwen2.5-coder:1.5b\n")
+    assert dict(s.agent_models) == {
+        "OLLAMA_MODEL_CODER": "qwen2.5-coder:1.5b",
+        "OLLAMA_MODEL_PIRATE": "tiny:1b",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "timeouts"),
+    [
+        ("MODEL_TIMEOUT=20\nMODEL_CONNECT_TIMEOUT=2\n", (20.0, 2.0)),
+        ("OLLAMA_TIMEOUT=20\nOLLAMA_CONNECT_TIMEOUT=2\n", (20.0, 2.0)),
+        ("MODEL_TIMEOUT=20\nOLLAMA_TIMEOUT=20.0\n", (20.0, 3.0)),
+        ("", (300.0, 3.0)),
+    ],
+    ids=["new-names", "older-names", "both-agreeing", "defaults"],
+)
+def test_model_timeouts_keep_their_older_ollama_names(tmp_path, text, timeouts):
+    s = from_file(tmp_path, text)
+    assert (s.model_timeout, s.model_connect_timeout) == timeouts
+
+
+def test_a_timeout_set_twice_to_different_values_stops_start_up(tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        from_file(tmp_path, "MODEL_TIMEOUT=20\nOLLAMA_TIMEOUT=30\n")
+    assert str(caught.value) == (
+        "MODEL_TIMEOUT='20' and OLLAMA_TIMEOUT='30': expected one of them "
+        "(OLLAMA_TIMEOUT is the older name of MODEL_TIMEOUT)"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "value"),
+    [
+        ("2.5", float, 2.5),
+        ("2.5", float | None, 2.5),
+        ("", float | None, None),
+        (" 7 ", int | None, 7),
+        ("on", bool, True),
+        (" text ", str, "text"),
+    ],
+)
+def test_values_parse_by_the_fields_real_type(raw, kind, value):
+    assert parse_value("X", raw, kind) == value
+
+
+def test_an_optional_number_is_still_checked_as_a_number():
+    with pytest.raises(SettingsError, match="^X='soon': expected a number$"):
+        parse_value("X", "soon", float | None)

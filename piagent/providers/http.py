@@ -204,8 +204,9 @@ class HttpProvider:
         if started:
             return StreamStalled(f"{self.label} sent nothing for {seconds} s mid-reply")
         return ProviderTimeout(
-            f"no reply from {self.label} within OLLAMA_TIMEOUT={seconds} s; the model "
-            "may still be loading: try again, or raise OLLAMA_TIMEOUT"
+            f"no reply from {self.label} within MODEL_TIMEOUT={seconds} s; the model "
+            "may still be loading: try again, or raise MODEL_TIMEOUT (OLLAMA_TIMEOUT "
+            "is its older name)"
         )
 
     def _error_body(self, response: requests.Response) -> tuple[str, str | None]:
