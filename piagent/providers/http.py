@@ -9,11 +9,13 @@ errors, the priming of the first token and the line splitting are here once.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, TypeVar
+from io import BufferedReader
+from typing import Any, Protocol, TypeVar, cast
 
 import requests
 from requests.exceptions import ChunkedEncodingError
@@ -44,6 +46,7 @@ READY_TIMEOUT = 5.0
 ERROR_BODY_LIMIT = 8192
 
 S = TypeVar("S", bound="LineStream")
+log = logging.getLogger("piagent")
 
 
 class HttpProvider:
@@ -313,21 +316,70 @@ def body_reads(raw: HTTPResponse) -> Iterator[bytes]:
     """A response body, piece by piece as it arrives; the connection goes back
     to the pool once a chunked body has been read to its end.
 
-    A chunked body (every streaming model server's) is decoded straight from
-    http.client's buffered socket file, several chunks per read when several
-    have arrived (see `chunked`). urllib3 has no public way to say "the body
-    is read", so its response's file is closed here as its own chunk reader
-    does. Anything else (a test double, a length-delimited body) is read by
-    urllib3.
+    A chunked body (every streaming model server's) is decoded by the own
+    decoder (`chunked`), several chunks per read when several have arrived,
+    when `fast_path` allows it; anything else is read by urllib3. urllib3 has
+    no public way to say "the body is read", so after the own decoder its
+    response's file is closed here as its own chunk reader does.
     """
-    source = getattr(raw, "_fp", None)
-    file = getattr(source, "fp", None)
-    if not (raw.chunked and hasattr(file, "peek")):
+    source = fast_path(raw)
+    if source is None:
         yield from raw.stream(None)
         return
-    yield from chunked_reads(partial(arrived, file))  # type: ignore[arg-type]
-    source.close()  # type: ignore[union-attr]
+    yield from chunked_reads(partial(arrived, source.fp))
+    source.close()
     raw.release_conn()
+
+
+class _HttplibResponse(Protocol):
+    """What the fast path needs of http.client's response under urllib3's."""
+
+    fp: BufferedReader
+
+    def close(self) -> None: ...
+
+
+_fell_back = False
+
+
+def fast_path(raw: HTTPResponse) -> _HttplibResponse | None:
+    """http.client's response whose buffered socket file the own chunked
+    decoder may read, or None: then urllib3's `raw.stream()` reads the body.
+
+    The decoder reaches two private layers below urllib3 (`raw._fp.fp`, the
+    socket file), because urllib3 offers no public way to read "whatever has
+    arrived" from it. So it is taken only when every assumption it rests on is
+    checked here, and an urllib3 that changes them costs speed, never bytes:
+    - urllib3 says the body is chunked and supports chunked reads (its own
+      test that `_fp` is http.client's response, with an `fp`);
+    - there is no Content-Encoding: the decoder hands on the bytes as sent,
+      where urllib3 would decompress them;
+    - nothing has been read yet: urllib3 counted no bytes and is not inside a
+      chunk (body_reads is the body's only reader, called once);
+    - the socket file has `peek` and `read1` (an io.BufferedReader).
+    Falling back is logged once per process at debug level, so a lost fast path
+    shows in a debug log, and tests/test_chunked.py fails on it.
+    """
+    if not (raw.chunked and raw.supports_chunked_reads()):
+        return _fall_back("the body is not chunked")
+    encoding = raw.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return _fall_back(f"the body has Content-Encoding {encoding}")
+    if raw.tell() or raw.chunk_left is not None:
+        return _fall_back("urllib3 has read part of the body")
+    source = getattr(raw, "_fp", None)
+    file = getattr(source, "fp", None)
+    if not (hasattr(file, "peek") and hasattr(file, "read1")):
+        return _fall_back("urllib3's socket file has no peek() and read1()")
+    return cast(_HttplibResponse, source)
+
+
+def _fall_back(reason: str) -> None:
+    global _fell_back
+    if not _fell_back:
+        _fell_back = True
+        log.debug("model server body read by urllib3, not the own decoder: %s", reason)
+    return None
 
 
 def error_message(raw: bytes) -> tuple[str, str | None]:
