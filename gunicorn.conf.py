@@ -45,8 +45,11 @@ class GeventWorker(AsyncWorker):
     """gunicorn's gevent worker, with gevent imported in the worker only.
 
     gunicorn imports the worker class in the master, which only forks and
-    watches workers; importing gevent there cost the master about 5 MB of RSS
-    for nothing. This stand-in becomes the real class once forked.
+    watches workers; importing gevent there costs the master RSS for nothing.
+    This stand-in becomes the real class once forked. Measured 2026-12-02 (idle,
+    after start, median of 3): master 25.9 MB here vs 31.3 MB with
+    worker_class = "gevent"; the worker is 1.2 MB larger, so master + worker
+    come to 75.5 vs 79.6 MB, 4.1 MB saved against a 60 MB idle target.
     """
 
     def init_process(self):

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from piagent import stats as endings
 from piagent.agents import Agent
 from piagent.errors import (
     ContextTooLong,
@@ -22,9 +21,10 @@ from piagent.errors import (
 from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
 from piagent.generation_queue import GenerationQueue, Slot, always_present
 from piagent.memory import MemoryStore, Message
+from piagent.memory.base import drop_leading_reply
 from piagent.providers import Options, Provider, Reply, TokenStream
 from piagent.settings import Settings
-from piagent.stats import TurnStats
+from piagent.stats import Ending, TurnStats
 
 log = logging.getLogger("piagent")
 
@@ -55,11 +55,12 @@ def build_messages(
             break
         used += cost
         start -= 1
-    if start < len(history) and history[start].role == "assistant":
-        start += 1
     return [
         {"role": "system", "content": system_prompt},
-        *({"role": m.role, "content": m.content} for m in history[start:]),
+        *(
+            {"role": m.role, "content": m.content}
+            for m in drop_leading_reply(history[start:])
+        ),
         {"role": "user", "content": message},
     ]
 
@@ -85,6 +86,9 @@ class Turn:
 
 
 class ChatService:
+    """Resolves agents, reads history, builds the message list, calls the
+    provider and records the exchange: the only place that composes."""
+
     def __init__(
         self,
         settings: Settings,
@@ -97,7 +101,8 @@ class ChatService:
         self._clock = clock
         self._agents = dict(agents)
         self._provider = provider
-        self._memory = memory if settings.enable_memory else None
+        # None when ENABLE_MEMORY is off: build_memory decides that, once.
+        self._memory = memory
         self._ctx_tokens = settings.ctx_tokens
         self._max_tokens = settings.max_tokens
         self._budget = settings.ctx_tokens - settings.max_tokens
@@ -202,7 +207,7 @@ class ChatService:
             stats = turn.stats
             stats.ended_at = self._clock()
             stats.first_token_at = reply.first_token_at
-            stats.usage, stats.reply, stats.ending = reply.usage, reply.text, endings.OK
+            stats.usage, stats.reply, stats.ending = reply.usage, reply.text, Ending.OK
             self._record(turn, reply.text)
         finally:
             slot.release()
@@ -270,13 +275,13 @@ class ChatService:
                     break
                 yield Tokens(batch)
                 seen.extend(batch)
-            stats.ending = endings.OK
+            stats.ending = Ending.OK
             self._finish(turn, upstream, seen)
             finished = True
             yield Done(stats)
         except GeneratorExit:
             if not finished:
-                stats.ending = endings.CLIENT_GONE
+                stats.ending = Ending.CLIENT_GONE
                 log.info(
                     "client left conversation %s after %d chars; upstream closed",
                     turn.conversation_id,
@@ -285,7 +290,7 @@ class ChatService:
             raise
         except ProviderError as exc:
             stalled = isinstance(exc, StreamStalled | ProviderTimeout)
-            stats.ending = endings.TIMEOUT if stalled else endings.UPSTREAM_ERROR
+            stats.ending = Ending.TIMEOUT if stalled else Ending.UPSTREAM_ERROR
             log.warning(
                 "stream of conversation %s cut after %d chars: %s",
                 turn.conversation_id,
@@ -294,7 +299,7 @@ class ChatService:
             )
             raise
         except Exception:
-            stats.ending = endings.ERROR
+            stats.ending = Ending.ERROR
             raise
         finally:
             try:

@@ -35,6 +35,9 @@ from typing import Any
 
 
 class PiagentError(Exception):
+    """Base of every error piagent answers with: `detail` is the body's
+    detail, `status` and `headers` the answer's."""
+
     status = 500
     headers: dict[str, str] = {}
 
@@ -44,30 +47,44 @@ class PiagentError(Exception):
 
 
 class RequestError(PiagentError):
+    """Something the caller can fix; a 4xx."""
+
     status = 400
 
 
 class BadRequest(RequestError):
+    """The body is not a readable JSON object."""
+
     status = 400
 
 
 class PayloadTooLarge(RequestError):
+    """The body is larger than MAX_BODY_BYTES (chunked bodies too)."""
+
     status = 413
 
 
 class UnsupportedMediaType(RequestError):
+    """The body is not application/json."""
+
     status = 415
 
 
 class ContextTooLong(RequestError):
+    """/v1 messages that do not fit CTX_TOKENS beside the reply."""
+
     status = 400
 
 
 class UnknownModel(RequestError):
+    """/v1: `model` names no agent."""
+
     status = 404
 
 
 class ConversationNotFound(RequestError):
+    """No stored conversation by that id, or it expired."""
+
     status = 404
 
 
@@ -104,6 +121,9 @@ class ClientGone(RequestError):
 
 
 class QueueFull(PiagentError):
+    """Too many generations waiting, or one waited too long; Retry-After
+    says when a slot is likely free."""
+
     status = 503
 
     def __init__(self, detail: str, retry_after: int) -> None:
@@ -112,27 +132,33 @@ class QueueFull(PiagentError):
 
 
 class ProviderError(PiagentError):
+    """The model server let us down."""
+
     status = 502
 
 
 class ProviderUnreachable(ProviderError):
-    pass
+    """The model server refused or failed the connection."""
 
 
 class ModelMissing(ProviderError):
-    pass
+    """The model server lacks the model (not pulled, not listed)."""
 
 
 class ProviderFailed(ProviderError):
-    pass
+    """An error status, an error line or a line that is not a chat chunk."""
 
 
 class ProviderBusy(ProviderError):
+    """The model server's own queue is full; try again shortly."""
+
     status = 503
     headers = {"Retry-After": "5"}
 
 
 class ProviderTimeout(ProviderError):
+    """No byte from the model server within MODEL_TIMEOUT."""
+
     status = 504
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from piagent.providers import Usage
 
-# How a request ended, as the request log names it.
-OK = "ok"
-CLIENT_GONE = "client_gone"
-UPSTREAM_ERROR = "upstream_error"
-TIMEOUT = "timeout"
-REJECTED = "rejected"
-ERROR = "error"
+
+class Ending(StrEnum):
+    """How a request ended, as the request log's `ended` field names it."""
+
+    OK = "ok"
+    CLIENT_GONE = "client_gone"
+    UPSTREAM_ERROR = "upstream_error"
+    TIMEOUT = "timeout"
+    REJECTED = "rejected"
+    ERROR = "error"
 
 
 @dataclass
@@ -28,7 +32,7 @@ class TurnStats:
     ended_at: float | None = None
     chunks: int | None = None
     usage: Usage | None = None
-    ending: str | None = None
+    ending: Ending | None = None
     reply: str = ""
 
     @property
@@ -68,16 +72,16 @@ class TurnStats:
         }
 
 
-def ending_for_status(status: int) -> str:
+def ending_for_status(status: int) -> Ending:
     """How a request ended when the chat service did not say (it failed first)."""
     if status == 504:
-        return TIMEOUT
+        return Ending.TIMEOUT
     if status in (502, 503):
-        return UPSTREAM_ERROR
+        return Ending.UPSTREAM_ERROR
     if status == 499:
-        return CLIENT_GONE
+        return Ending.CLIENT_GONE
     if 400 <= status < 500:
-        return REJECTED
+        return Ending.REJECTED
     if status >= 500:
-        return ERROR
-    return OK
+        return Ending.ERROR
+    return Ending.OK

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
 class Message(NamedTuple):
+    """One stored message: `user` or `assistant`, and its text."""
+
     role: str
     content: str
 
@@ -58,8 +61,11 @@ class MemoryStore(Protocol):
     def __len__(self) -> int: ...
 
 
-def drop_leading_reply(messages: list[Message]) -> list[Message]:
-    """The window without an opening assistant message whose question was dropped."""
-    if messages and messages[0].role == "assistant":
-        return messages[1:]
-    return messages
+def drop_leading_reply(messages: Sequence[Message]) -> list[Message]:
+    """The window without an opening assistant message whose question was dropped.
+
+    The one place of this rule: the stores apply it to their window, and the
+    chat service again after trimming history to the token budget.
+    """
+    start = 1 if messages and messages[0].role == "assistant" else 0
+    return list(messages[start:])

@@ -26,6 +26,8 @@ class Options:
 
 @dataclass(frozen=True)
 class Reply:
+    """A whole reply, as a JSON answer needs it."""
+
     text: str
     model: str
     usage: Usage
@@ -35,6 +37,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class ModelState:
+    """Whether a model is on the server (pulled) and in memory (loaded)."""
+
     pulled: bool
     loaded: bool
 

@@ -132,7 +132,8 @@ def line_batches(reads: Iterator[bytes]) -> Iterator[list[bytes]]:
     for data in reads:
         if pending:
             data = pending + data
-        # The common case, one line: no split, no list of parts.
+        # The common case, one line: no split, no list of parts (0.4 us
+        # instead of 1.4 us a read, against ~4 us of CPU per relayed token).
         if data.endswith(b"\n") and data.count(b"\n") == 1:
             pending = b""
             if not data.isspace():

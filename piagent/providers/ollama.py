@@ -22,8 +22,6 @@ from piagent.providers.http import HttpProvider, LineStream
 
 log = logging.getLogger("piagent")
 
-# json.loads without its per-call argument checks, for every NDJSON line.
-_JSON = json.JSONDecoder()
 # A token line exactly as Ollama writes it, up to the content's opening quote;
 # after the content nothing but the end may follow. Any other line (an error,
 # a final line, a thinking model's extra fields, other key orders) is decoded
@@ -43,6 +41,9 @@ def keep_alive_value(setting: str) -> int | str:
 
 
 class OllamaProvider(HttpProvider):
+    """Ollama's /api/chat, always streamed; /api/tags and /api/ps for
+    readiness, /api/generate without a prompt to load a model."""
+
     name = "ollama"
     label = "Ollama"
     start_hint = (
@@ -175,7 +176,7 @@ class OllamaStream(LineStream):
         if content is not None:
             return content, False
         try:
-            item = _JSON.decode(text)
+            item = json.loads(text)
         except ValueError:
             item = None
         if not isinstance(item, dict):

@@ -25,6 +25,8 @@ SKIPPED_FIELDS = (b"event", b"id", b"retry")
 
 
 class OpenAIProvider(HttpProvider):
+    """Any server with OpenAI's /chat/completions; GET /models for readiness."""
+
     name = "openai"
     label = "OpenAI-compatible server"
     start_hint = (

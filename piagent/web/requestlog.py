@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +15,8 @@ from flask import Flask, Response, g, request
 
 from piagent.settings import Settings
 from piagent.stats import TurnStats, ending_for_status
+from piagent.web.schemas import SAFE_ID
 
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 LOGGER = "piagent.request"
 
 
@@ -26,9 +25,10 @@ def request_id(incoming: str | None) -> str:
 
     A new one is 128 random bits in hex, like uuid4().hex but from `random`:
     it only has to be unique, not secret, and skips a getrandom() call per
-    request. Python reseeds `random` in each forked worker.
+    request (0.7 us instead of 3.6 us, timeit). Python reseeds `random` in each
+    forked worker.
     """
-    if incoming and REQUEST_ID.fullmatch(incoming):
+    if incoming and SAFE_ID.fullmatch(incoming):
         return incoming
     return f"{random.getrandbits(128):032x}"
 

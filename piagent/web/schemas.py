@@ -18,7 +18,9 @@ from marshmallow import (
 from piagent.agents import AGENT_NAME
 from piagent.errors import InvalidFields
 
-CONVERSATION_ID = r"[A-Za-z0-9._:-]{1,128}\Z"
+# An id safe to echo in a response header: a conversation id, and the request
+# log's X-Request-Id.
+SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CONVERSATION_ID_RULE = "conversation_id must be 1-128 of A-Z a-z 0-9 . _ : -"
 
 
@@ -32,6 +34,8 @@ class StrictBoolean(fields.Boolean):
 
 
 class ChatRequestSchema(Schema):
+    """POST /chat's body: message, agent, stream, conversation_id."""
+
     class Meta:
         unknown = EXCLUDE
 
@@ -47,10 +51,7 @@ class ChatRequestSchema(Schema):
     conversation_id = fields.String(
         load_default=None,
         allow_none=True,
-        validate=validate.Regexp(
-            CONVERSATION_ID,
-            error=CONVERSATION_ID_RULE,
-        ),
+        validate=validate.Regexp(SAFE_ID.pattern + r"\Z", error=CONVERSATION_ID_RULE),
     )
 
     def __init__(self, max_message_chars: int, **kwargs: Any) -> None:
@@ -107,6 +108,8 @@ class MessageContent(fields.Field):
 
 
 class ChatMessageSchema(Schema):
+    """One of /v1's `messages`: a role and text content."""
+
     class Meta:
         unknown = EXCLUDE
 
@@ -121,6 +124,8 @@ class ChatMessageSchema(Schema):
 
 
 class StreamOptionsSchema(Schema):
+    """/v1's stream_options: only include_usage is honoured."""
+
     class Meta:
         unknown = EXCLUDE
 
@@ -200,14 +205,14 @@ def sent_conversation_id(payload: dict[str, Any]) -> str | None:
     """The client's conversation id when it is a valid one, whatever else in
     the body is wrong: safe to echo in a header even on a 422."""
     value = payload.get("conversation_id")
-    if isinstance(value, str) and re.match(CONVERSATION_ID, value) is not None:
+    if isinstance(value, str) and SAFE_ID.fullmatch(value) is not None:
         return value
     return None
 
 
 def conversation_id_or_422(value: str) -> str:
     """A conversation id from the URL path, held to the same pattern as /chat's."""
-    if re.match(CONVERSATION_ID, value) is None:
+    if SAFE_ID.fullmatch(value) is None:
         raise InvalidFields(
             [
                 {
