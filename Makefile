@@ -1,4 +1,4 @@
-# piagent: `make run` serves on 127.0.0.1:8000, `make test` runs lint and every test.
+# piagent: `make run` serves on 127.0.0.1:8000, `make test` runs lint, types and every test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -31,6 +31,7 @@ test: lint check-config
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.test
 	$(BIN)/ruff check --fix .

@@ -261,14 +261,15 @@ class ChatService:
         stats = turn.stats
         finished = False
         try:
-            if upstream.stream is None:
+            stream = upstream.stream
+            if stream is None:
                 # The 200 is committed now: a first ping sends it at once.
                 yield PING
                 while not upstream.wait(self._ping_seconds):
                     yield PING
-                upstream.resolve()
+                stream = upstream.resolve()
                 stats.first_token_at = self._clock()
-            batches = upstream.stream.batches()  # type: ignore[union-attr]
+            batches = stream.batches()
             while True:
                 batch = slot.next_within(batches)
                 if batch is None:

@@ -60,7 +60,9 @@ class Closing(Generic[T]):
 
     def close(self) -> None:
         try:
-            self._items.close()  # type: ignore[attr-defined]
+            close = getattr(self._items, "close", None)  # a generator's
+            if close is not None:
+                close()
         finally:
             self._release()
 
@@ -75,7 +77,10 @@ class EventStream(Closing[Event]):
         return Closing(frame(self._items), self.close)
 
 
-def _capture(start: Callable[[], TokenStream]) -> tuple[TokenStream | None, object]:
+Started = tuple[TokenStream | None, BaseException | None]
+
+
+def _capture(start: Callable[[], TokenStream]) -> Started:
     # Returned, not raised: gevent prints a traceback for every greenlet that
     # dies of an exception, and these are ordinary provider errors (or a kill).
     try:
@@ -97,7 +102,9 @@ class Upstream:
 
     def __init__(self) -> None:
         self.stream: TokenStream | None = None
-        self._greenlet: gevent.Greenlet | None = None
+        self._greenlet: gevent.Greenlet[[Callable[[], TokenStream]], Started] | None = (
+            None
+        )
 
     @classmethod
     def start(
@@ -124,13 +131,14 @@ class Upstream:
 
     def resolve(self) -> TokenStream:
         """The started stream, or the start's error raised here."""
-        assert self._greenlet is not None
+        assert self._greenlet is not None and self._greenlet.value is not None
         stream, error = self._greenlet.value
         self._greenlet = None
         if error is not None:
-            raise error  # type: ignore[misc]
+            raise error
+        assert stream is not None
         self.stream = stream
-        return stream  # type: ignore[return-value]
+        return stream
 
     def close(self) -> None:
         """Abandon a start still under way (closing its connection) or close

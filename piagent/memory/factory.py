@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from piagent.errors import MemoryUnavailable
 from piagent.memory.base import MemoryStore
@@ -13,6 +13,14 @@ from piagent.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from piagent.memory.redis_store import RedisMemoryStore
+
+
+class Limits(TypedDict):
+    """What every store is built with."""
+
+    max_turns: int
+    ttl_seconds: float
+    max_conversations: int
 
 
 def build_memory(settings: Settings) -> MemoryStore | None:
@@ -25,7 +33,7 @@ def build_memory(settings: Settings) -> MemoryStore | None:
     """
     if not settings.enable_memory:
         return None
-    limits = {
+    limits: Limits = {
         "max_turns": settings.memory_max_turns,
         "ttl_seconds": settings.memory_ttl_seconds,
         "max_conversations": settings.memory_max_conversations,

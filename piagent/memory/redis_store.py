@@ -113,7 +113,7 @@ class RedisMemoryStore:
         with self._mapped():
             pipe = self.client.pipeline(transaction=True)
             pipe.lrange(messages_key, 0, -1)
-            pipe.hmget(meta_key, "created", "updated")
+            pipe.hmget(meta_key, ["created", "updated"])
             raw, (created, updated) = pipe.execute()
         if not raw or updated is None:
             return None
@@ -159,7 +159,7 @@ class RedisMemoryStore:
             pipe = self.client.pipeline(transaction=True)
             pipe.zremrangebyscore(self._lru, "-inf", self._clock() - self._ttl)
             pipe.zcard(self._lru)
-            return pipe.execute()[1]
+            return int(pipe.execute()[1])
 
     def _keys(self, conversation_id: str) -> list[str]:
         base = self._prefix + conversation_id

@@ -168,7 +168,7 @@ class SQLiteMemoryStore:
                 "SELECT count(*) FROM conversations WHERE touched > ?",
                 (self._clock() - self._ttl,),
             ).fetchone()
-        return count
+        return int(count)
 
     @staticmethod
     def _messages(db: sqlite3.Connection, conversation_id: str) -> list[Message]:

@@ -61,7 +61,9 @@ def _read(arrived: Callable[[], bytes]) -> bytes:
     try:
         data = arrived()
     except TimeoutError as exc:
-        raise ReadTimeoutError(None, None, "Read timed out.") from exc  # type: ignore[arg-type]
+        # The pool is typed as required, but urllib3's own chunk reader passes
+        # its response's, which may be None too, and nothing reads it.
+        raise ReadTimeoutError(None, None, "Read timed out.") from exc  # type: ignore[arg-type]  # no pool here, as in urllib3
     except OSError as exc:
         raise ProtocolError(f"Connection broken: {exc!r}", exc) from exc
     if not data:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from io import BufferedReader
@@ -155,7 +155,13 @@ class HttpProvider:
             }
         )
         request.body = body
-        return self._adapter.send(request, stream=True, timeout=self._stream_timeout)
+        return self._adapter.send(
+            request,
+            stream=True,
+            # requests takes a urllib3 Timeout as it is (adapters.py:
+            # isinstance(timeout, TimeoutSauce)); its stubs list numbers only.
+            timeout=self._stream_timeout,  # type: ignore[arg-type]  # see above
+        )
 
     def _get(self, path: str, read_timeout: float = READY_TIMEOUT) -> requests.Response:
         with self.translate_errors():
@@ -243,7 +249,7 @@ class LineStream:
         self.first_token_at: float | None = None
         self._first: list[str] | None = None
         self._done = False
-        self._batches = self._read_batches()
+        self._batches: Generator[list[str], None, None] = self._read_batches()
 
     def prime(self) -> None:
         """Wait for the first text so failures before it still get their status."""
@@ -270,7 +276,7 @@ class LineStream:
         self._batches.close()
         self._response.close()
 
-    def _read_batches(self) -> Iterator[list[str]]:
+    def _read_batches(self) -> Generator[list[str], None, None]:
         with self._provider.translate_errors(self):
             for lines in line_batches(body_reads(self._response.raw)):
                 yield from self._batched(lines)
@@ -360,25 +366,28 @@ def fast_path(raw: HTTPResponse) -> _HttplibResponse | None:
     Falling back is logged once per process at debug level, so a lost fast path
     shows in a debug log, and tests/test_chunked.py fails on it.
     """
-    if not (raw.chunked and raw.supports_chunked_reads()):
-        return _fall_back("the body is not chunked")
-    encoding = raw.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
-        return _fall_back(f"the body has Content-Encoding {encoding}")
-    if raw.tell() or raw.chunk_left is not None:
-        return _fall_back("urllib3 has read part of the body")
     source = getattr(raw, "_fp", None)
-    file = getattr(source, "fp", None)
-    if not (hasattr(file, "peek") and hasattr(file, "read1")):
-        return _fall_back("urllib3's socket file has no peek() and read1()")
-    return cast(_HttplibResponse, source)
-
-
-def _fall_back(reason: str) -> None:
+    reason = _unsafe_for_the_decoder(raw, getattr(source, "fp", None))
+    if reason is None:
+        return cast(_HttplibResponse, source)
     global _fell_back
     if not _fell_back:
         _fell_back = True
         log.debug("model server body read by urllib3, not the own decoder: %s", reason)
+    return None
+
+
+def _unsafe_for_the_decoder(raw: HTTPResponse, file: object) -> str | None:
+    """Why the own decoder must not read this body, or None if it may."""
+    if not (raw.chunked and raw.supports_chunked_reads()):
+        return "the body is not chunked"
+    encoding = raw.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return f"the body has Content-Encoding {encoding}"
+    if raw.tell() or raw.chunk_left is not None:
+        return "urllib3 has read part of the body"
+    if not (hasattr(file, "peek") and hasattr(file, "read1")):
+        return "urllib3's socket file has no peek() and read1()"
     return None
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
-from json.decoder import scanstring
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
@@ -31,6 +30,9 @@ _TOKEN_HEAD = re.compile(
     r'\{"model":"[^"\\\x00-\x1f]*","created_at":"[^"\\\x00-\x1f]*",'
     r'"message":\{"role":"assistant","content":"'
 )
+# json's own string scanner (C when available): typeshed leaves it out of
+# json.decoder, so its signature is declared here.
+scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]  # not in typeshed
 _TOKEN_TAIL = '},"done":false}'
 _JSON_SPACE = " \t\n\r"
 

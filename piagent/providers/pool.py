@@ -8,6 +8,7 @@ bench/README.md, "Where the time goes").
 from __future__ import annotations
 
 import select
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -15,6 +16,7 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_encoding_from_headers
 from urllib3 import HTTPConnectionPool
 from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import ConnectionPool
 
 
 class LeanConnection(HTTPConnection):
@@ -39,7 +41,7 @@ class LeanConnection(HTTPConnection):
         readable, _, _ = select.select([self.sock], [], [], 0)
         return not readable
 
-    def request(  # type: ignore[override]
+    def request(
         self,
         method: str,
         url: str,
@@ -82,17 +84,19 @@ class SingleHostAdapter(HTTPAdapter):
         super().__init__(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
         self._pool: HTTPConnectionPool | None = None
 
-    def get_connection_with_tls_context(  # type: ignore[override]
-        self, request: requests.PreparedRequest, verify: Any, *args: Any, **kwargs: Any
-    ) -> HTTPConnectionPool:
-        pool = self._pool
-        if pool is None:
-            pool = super().get_connection_with_tls_context(
-                request, verify, *args, **kwargs
-            )
-            if isinstance(pool, HTTPConnectionPool) and pool.scheme == "http":
-                pool.ConnectionCls = LeanConnection
-                self._pool = pool
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str | None,
+        proxies: Mapping[str, str] | None = None,
+        cert: tuple[str, str] | str | None = None,
+    ) -> ConnectionPool:
+        if self._pool is not None:
+            return self._pool
+        pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        if isinstance(pool, HTTPConnectionPool) and pool.scheme == "http":
+            pool.ConnectionCls = LeanConnection
+            self._pool = pool
         return pool
 
     def build_response(

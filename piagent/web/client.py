@@ -29,7 +29,8 @@ def client_probe(environ: dict[str, Any]) -> Callable[[], bool]:
             readable, _, _ = select.select([sock], [], [], 0)
             if not readable:
                 return True
-            return sock.recv(1, socket.MSG_PEEK) != b""
+            peeked: bytes = sock.recv(1, socket.MSG_PEEK)
+            return peeked != b""
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:

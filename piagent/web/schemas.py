@@ -14,6 +14,7 @@ from marshmallow import (
     validates,
     validates_schema,
 )
+from marshmallow.exceptions import SCHEMA
 
 from piagent.agents import AGENT_NAME
 from piagent.errors import InvalidFields
@@ -86,7 +87,7 @@ class StrictInteger(fields.Integer):
         return value
 
 
-class MessageContent(fields.Field):
+class MessageContent(fields.Field[str]):
     """A message's text: a string, or a list of text parts joined (no images)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
@@ -184,9 +185,14 @@ class ChatCompletionSchema(Schema):
 
 def load_or_422(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
     try:
-        return schema.load(payload)
+        loaded: dict[str, Any] = schema.load(payload)
     except ValidationError as exc:
-        raise InvalidFields(_locate(exc.normalized_messages())) from None
+        # ValidationError.normalized_messages(), which is untyped.
+        messages = exc.messages
+        if not (exc.field_name == SCHEMA and isinstance(messages, dict)):
+            messages = {exc.field_name: messages}
+        raise InvalidFields(_locate(messages)) from None
+    return loaded
 
 
 def _locate(messages: Any, loc: tuple[str, ...] = ("body",)) -> list[dict[str, Any]]:

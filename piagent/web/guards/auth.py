@@ -50,7 +50,7 @@ def caller(keys: ApiKeys) -> Caller:
     there from X-Forwarded-For. This module never reads forwarded headers.
     """
     known = g.get("piagent_caller")
-    if known is not None:
+    if isinstance(known, Caller):
         return known
     address = f"addr-{request.remote_addr or 'local'}"
     offered = presented_keys() if keys else []

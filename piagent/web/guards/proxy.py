@@ -12,7 +12,10 @@ from ipaddress import (
     ip_address,
     ip_network,
 )
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 from piagent.settings import comma_list
 
@@ -40,14 +43,16 @@ class TrustedProxies:
     real client.
     """
 
-    def __init__(self, app: Any, trusted: str) -> None:
+    def __init__(self, app: WSGIApplication, trusted: str) -> None:
         self.app = app
         self.networks = proxy_networks(trusted)
         # Parsing the peer and matching it to the networks took 1% of a
         # request's CPU; a worker sees few distinct peers (nginx, mostly).
         self._peer_trusted = lru_cache(maxsize=256)(self._check_peer)
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable:
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
         peer = environ.get("REMOTE_ADDR", "")
         if self.networks and self._peer_trusted(peer):
             forwarded_for = environ.get("HTTP_X_FORWARDED_FOR", "")

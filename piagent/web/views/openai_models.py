@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint
 
 from piagent.errors import UnknownModel
@@ -15,13 +17,13 @@ def _model(name: str) -> dict[str, str | int]:
 
 
 @bp.get("/v1/models")
-def models() -> dict:
+def models() -> dict[str, Any]:
     names = services().chat.agent_names()
     return {"object": "list", "data": [_model(name) for name in names]}
 
 
 @bp.get("/v1/models/<path:name>")
-def model(name: str) -> dict:
+def model(name: str) -> dict[str, str | int]:
     names = services().chat.agent_names()
     if name not in names:
         raise UnknownModel(f"The model {name!r} does not exist")
