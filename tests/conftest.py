@@ -1,17 +1,25 @@
-"""Fixtures: a fake Ollama in this process, and real gunicorn servers in front of it."""
+"""Fixtures: a fake Ollama in this process; the app in-process on Flask's test
+client for answers that do not need gevent (4xx shapes, error bodies, 404/405,
+settings-driven answers); real gunicorn servers in front of the fake for
+everything else (streams, pings, timers, disconnects, the queue, nginx)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
+from piagent import create_app
+from piagent.settings import Settings
 from tests.support.fake_ollama import FakeOllama
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.redis_server import RedisServer, redis_available
-from tests.support.server import Server
+from tests.support.server import Server, stop_all
 
 # Short so the timeout tests are quick; the default is sized for a cold Pi.
 TEST_TIMEOUT = "1.5"
@@ -68,8 +76,7 @@ def start_server(
         return servers[key]
 
     yield start
-    for server in servers.values():
-        server.stop()
+    stop_all(servers.values())
 
 
 @pytest.fixture
@@ -85,13 +92,49 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         return server
 
     yield launch_one
-    for server in launched:
-        server.stop()
+    stop_all(launched)
 
 
 @pytest.fixture
 def server(start_server: Callable[..., Server], ollama: FakeOllama) -> Server:
     return start_server()
+
+
+@pytest.fixture(scope="session")
+def make_app(fake_ollama: FakeOllama) -> Callable[..., Flask]:
+    """In-process apps by settings, built once per session and shared, with
+    the same test defaults as start_server (the fake Ollama, a short
+    MODEL_TIMEOUT, no rate limits); keyword arguments are Settings fields.
+    `fresh=True` builds one for the caller alone (to add routes to, say)."""
+    apps: dict[tuple[tuple[str, Any], ...], Flask] = {}
+
+    def make(fresh: bool = False, **overrides: Any) -> Flask:
+        fields = {
+            "ollama_host": fake_ollama.url,
+            "model_timeout": float(TEST_TIMEOUT),
+            "rate_limit_chat": "",
+            "rate_limit_default": "",
+            **overrides,
+        }
+        key = tuple(sorted(fields.items()))
+        if fresh:
+            return create_app(Settings(**fields))
+        if key not in apps:
+            apps[key] = create_app(Settings(**fields))
+        return apps[key]
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], ollama: FakeOllama) -> Flask:
+    """The app with the test defaults, in this process (no gunicorn, no gevent)."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""GET and DELETE /conversations/<id> through the real server, on every backend."""
+"""GET and DELETE /conversations/<id> through the real server, on every backend;
+refusals and memory-off answers in-process on Flask's test client."""
 
 import time
 import uuid
@@ -80,12 +81,10 @@ def test_deleting_forgets_the_conversation_and_repeats_safely(memory_server, oll
 
 @pytest.mark.parametrize("bad_id", ["has%20space", "x" * 129, "semi;colon", "%C3%A9"])
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
-def test_invalid_conversation_id_is_a_422_like_chat(server, method, bad_id):
-    response = requests.request(
-        method, f"{server.url}/conversations/{bad_id}", timeout=5
-    )
+def test_invalid_conversation_id_is_a_422_like_chat(client, method, bad_id):
+    response = client.open(f"/conversations/{bad_id}", method=method)
     assert response.status_code == 422
-    assert response.json() == {
+    assert response.get_json() == {
         "detail": [
             {
                 "loc": ["path", "conversation_id"],
@@ -95,20 +94,19 @@ def test_invalid_conversation_id_is_a_422_like_chat(server, method, bad_id):
     }
 
 
-def test_other_methods_are_a_json_405(server):
-    response = requests.post(f"{server.url}/conversations/x", json={}, timeout=5)
+def test_other_methods_are_a_json_405(client):
+    response = client.post("/conversations/x", json={})
     assert response.status_code == 405
-    assert "detail" in response.json()
+    assert "detail" in response.get_json()
     assert set(response.headers["Allow"].split(", ")) >= {"GET", "DELETE"}
 
 
-def test_with_memory_off_nothing_is_found_and_forgetting_succeeds(start_server):
-    server = start_server(ENABLE_MEMORY="false")
-    chat(server, "not kept", "off")
-    assert requests.get(f"{server.url}/conversations/off", timeout=5).status_code == 404
-    assert (
-        requests.delete(f"{server.url}/conversations/off", timeout=5).status_code == 204
-    )
+def test_with_memory_off_nothing_is_found_and_forgetting_succeeds(make_app, ollama):
+    client = make_app(enable_memory=False).test_client()
+    sent = client.post("/chat", json={"message": "not kept", "conversation_id": "off"})
+    assert sent.status_code == 200
+    assert client.get("/conversations/off").status_code == 404
+    assert client.delete("/conversations/off").status_code == 204
 
 
 def test_an_idle_conversation_expires_and_is_then_a_404(

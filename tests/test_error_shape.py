@@ -2,7 +2,6 @@
 
 import pytest
 
-from piagent import create_app
 from piagent.errors import (
     BadRequest,
     GenerationTimeout,
@@ -14,12 +13,11 @@ from piagent.errors import (
     UnsupportedMediaType,
     invalid_field,
 )
-from piagent.settings import Settings
 from piagent.web.errors import openai_error_body, openai_status
 
 
-def test_unexpected_error_is_a_json_500_without_a_trace():
-    app = create_app(Settings(ollama_host="http://127.0.0.1:9"))
+def test_unexpected_error_is_a_json_500_without_a_trace(make_app):
+    app = make_app(fresh=True)
 
     @app.get("/explode")
     def explode():
@@ -31,8 +29,8 @@ def test_unexpected_error_is_a_json_500_without_a_trace():
     assert b"secret internals" not in response.data
 
 
-def test_unexpected_error_under_v1_is_openais_shape_without_a_trace():
-    app = create_app(Settings(ollama_host="http://127.0.0.1:9"))
+def test_unexpected_error_under_v1_is_openais_shape_without_a_trace(make_app):
+    app = make_app(fresh=True)
 
     @app.get("/v1/explode")
     def explode():

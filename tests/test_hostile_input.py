@@ -13,8 +13,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 
-from piagent import create_app
-from piagent.settings import Settings
 from tests.support.fake_ollama import Behaviour
 
 KEY = "kitchen-tablet-0123456789abcdef"
@@ -147,18 +145,9 @@ def check_answer(status: int, content_type: str, body: bytes) -> None:
         assert b"Traceback" not in body
 
 
-@pytest.fixture(scope="module")
-def apps(fake_ollama):
-    common = dict(
-        ollama_host=fake_ollama.url,
-        model_timeout=1.5,
-        rate_limit_chat="",
-        rate_limit_default="",
-    )
-    return {
-        "open": create_app(Settings(**common)),
-        "keys": create_app(Settings(api_keys=KEY, **common)),
-    }
+@pytest.fixture
+def apps(make_app):
+    return {"open": make_app(), "keys": make_app(api_keys=KEY)}
 
 
 @pytest.mark.parametrize("variant", ["open", "keys"])

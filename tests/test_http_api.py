@@ -1,4 +1,5 @@
-"""The HTTP contract through the real gunicorn server: endpoints, replies, errors."""
+"""The HTTP contract: endpoints and replies through the real gunicorn server;
+refusals and error shapes in-process on Flask's test client (`client`)."""
 
 import json
 import uuid
@@ -87,13 +88,14 @@ def test_client_conversation_id_is_kept(server):
     ],
     ids=["unknown-agent", "empty-message", "wrong-type"],
 )
-def test_a_rejected_turn_still_names_its_conversation(server, ollama, body):
-    response = post_chat(server, body)
+def test_a_rejected_turn_still_names_its_conversation(client, body):
+    response = client.post("/chat", json=body)
     assert response.status_code == 422
     assert response.headers["X-Conversation-Id"] == "kitchen:1"
 
 
 def test_an_invalid_conversation_id_is_never_echoed(server, ollama):
+    # Through gunicorn: what matters is what reaches the wire.
     response = post_chat(server, {"message": "hi", "conversation_id": "a\r\nX: y"})
     assert response.status_code == 422
     assert "X-Conversation-Id" not in response.headers
@@ -107,8 +109,10 @@ def test_connections_to_ollama_are_pooled(server, ollama):
 
 
 def error_of(response):
+    """The `detail` of a JSON error from Flask's test client."""
+    assert response.mimetype == "application/json"
     assert "Traceback" not in response.text
-    body = response.json()
+    body = response.get_json()
     assert set(body) == {"detail"}
     return body["detail"]
 
@@ -125,29 +129,24 @@ def error_of(response):
         (b'{"message": "hi"}', None, 415, "application/json"),
     ],
 )
-def test_bad_bodies_get_a_clear_4xx(server, ollama, data, content_type, status, needle):
+def test_bad_bodies_get_a_clear_4xx(client, ollama, data, content_type, status, needle):
     headers = {"Content-Type": content_type} if content_type else {}
-    response = requests.post(
-        server.url + "/chat", data=data, headers=headers, timeout=5
-    )
+    response = client.post("/chat", data=data, headers=headers)
     assert response.status_code == status
     assert needle in error_of(response)
     assert ollama.requests == []
 
 
-def test_body_over_the_limit_is_413(server, ollama):
+def test_body_over_the_limit_is_413(client, ollama):
     body = json.dumps({"message": "x" * 70_000}).encode()
-    response = requests.post(
-        server.url + "/chat",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        timeout=5,
-    )
+    response = client.post("/chat", data=body, content_type="application/json")
     assert response.status_code == 413
     assert "65536" in error_of(response)
+    assert ollama.requests == []
 
 
 def test_chunked_body_over_the_limit_is_413_not_truncated(server, ollama):
+    # Through gunicorn: only a real server reads a chunked body.
     body = json.dumps({"message": "x" * 70_000}).encode()
     chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
     response = requests.post(
@@ -161,6 +160,7 @@ def test_chunked_body_over_the_limit_is_413_not_truncated(server, ollama):
 
 
 def test_chunked_body_under_the_limit_is_accepted(server):
+    # Through gunicorn: only a real server reads a chunked body.
     body = json.dumps({"message": "hi"}).encode()
     response = requests.post(
         server.url + "/chat",
@@ -185,8 +185,8 @@ def test_chunked_body_under_the_limit_is_accepted(server):
         ({"message": "hi", "conversation_id": "x" * 129}, "conversation_id"),
     ],
 )
-def test_invalid_fields_are_422_with_locations(server, ollama, body, field):
-    response = post_chat(server, body)
+def test_invalid_fields_are_422_with_locations(client, ollama, body, field):
+    response = client.post("/chat", json=body)
     assert response.status_code == 422
     detail = error_of(response)
     assert any(item["loc"] == ["body", field] for item in detail)
@@ -194,8 +194,8 @@ def test_invalid_fields_are_422_with_locations(server, ollama, body, field):
     assert ollama.requests == []
 
 
-def test_unknown_agent_is_422_naming_the_known_ones(server, ollama):
-    response = post_chat(server, {"message": "hi", "agent": "wizard"})
+def test_unknown_agent_is_422_naming_the_known_ones(client, ollama):
+    response = client.post("/chat", json={"message": "hi", "agent": "wizard"})
     assert response.status_code == 422
     [item] = error_of(response)
     assert item["loc"] == ["body", "agent"]
@@ -203,9 +203,9 @@ def test_unknown_agent_is_422_naming_the_known_ones(server, ollama):
     assert ollama.requests == []
 
 
-def test_unknown_path_and_wrong_method_answer_json(server):
-    missing = requests.get(server.url + "/nope", timeout=5)
+def test_unknown_path_and_wrong_method_answer_json(client):
+    missing = client.get("/nope")
     assert missing.status_code == 404 and error_of(missing)
-    wrong = requests.get(server.url + "/chat", timeout=5)
+    wrong = client.get("/chat")
     assert wrong.status_code == 405 and error_of(wrong)
     assert "POST" in wrong.headers["Allow"]

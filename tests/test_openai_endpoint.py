@@ -1,9 +1,15 @@
-"""/v1/chat/completions and /v1/models with the official openai client as caller."""
+"""/v1/chat/completions and /v1/models with the official openai client as caller.
+
+Through the real gunicorn, except refusals that need no gevent: those go to
+the app in-process, the openai client over httpx's WSGI transport or Flask's
+test client.
+"""
 
 import json
 import threading
 import time
 
+import httpx
 import openai
 import pytest
 import requests
@@ -31,6 +37,16 @@ def client_for(server, api_key="unused", **kwargs):
 def client(server):
     with client_for(server) as client:
         yield client
+
+
+def in_process_client(app):
+    """The openai client calling the app in this process (no gunicorn)."""
+    return openai.OpenAI(
+        base_url="http://piagent.test/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.WSGITransport(app=app)),
+    )
 
 
 def sent_messages(ollama):
@@ -275,9 +291,12 @@ def test_an_unknown_model_is_404_model_not_found(client, ollama):
         ({"model": None}, "model"),
     ],
 )
-def test_bad_requests_are_400_naming_the_param(client, ollama, overrides, param):
+def test_bad_requests_are_400_naming_the_param(app, ollama, overrides, param):
     body = {"model": "general", "messages": HELLO, **overrides}
-    with pytest.raises(openai.BadRequestError) as caught:
+    with (
+        in_process_client(app) as client,
+        pytest.raises(openai.BadRequestError) as (caught),
+    ):
         client.chat.completions.create(**body)
     assert caught.value.status_code == 400
     assert caught.value.param == param
@@ -286,18 +305,22 @@ def test_bad_requests_are_400_naming_the_param(client, ollama, overrides, param)
 
 
 def test_messages_longer_than_the_context_are_400_context_length_exceeded(
-    start_server, ollama
+    make_app, ollama
 ):
-    server = start_server(CTX_TOKENS="256", MAX_TOKENS="50")
+    app = make_app(ctx_tokens=256, max_tokens=50)
     messages = [{"role": "user", "content": "word " * 150}]
-    with client_for(server) as client, pytest.raises(openai.BadRequestError) as caught:
+    with (
+        in_process_client(app) as client,
+        pytest.raises(openai.BadRequestError) as (caught),
+    ):
         client.chat.completions.create(model="general", messages=messages)
     assert caught.value.code == "context_length_exceeded"
     assert "CTX_TOKENS=256" in caught.value.message
 
 
 def error_of(response):
-    body = response.json()
+    """OpenAI's error object of an answer from Flask's test client."""
+    body = response.get_json()
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "param", "code"}
     return body["error"]
@@ -313,23 +336,20 @@ def error_of(response):
     ],
 )
 def test_bodies_that_are_not_a_request_are_400_in_openai_shape(
-    server, data, content_type, needle
+    app, data, content_type, needle
 ):
-    response = requests.post(
-        server.url + "/v1/chat/completions",
-        data=data,
-        headers={"Content-Type": content_type},
-        timeout=10,
+    response = app.test_client().post(
+        "/v1/chat/completions", data=data, content_type=content_type
     )
     assert response.status_code == 400
     assert needle in error_of(response)["message"]
 
 
-def test_unknown_paths_and_wrong_methods_under_v1_answer_openai_shape(server):
-    missing = requests.get(server.url + "/v1/nothing", timeout=5)
+def test_unknown_paths_and_wrong_methods_under_v1_answer_openai_shape(app):
+    missing = app.test_client().get("/v1/nothing")
     assert missing.status_code == 404
     assert error_of(missing)["message"] == "Invalid URL (GET /v1/nothing)"
-    wrong = requests.get(server.url + "/v1/chat/completions", timeout=5)
+    wrong = app.test_client().get("/v1/chat/completions")
     assert wrong.status_code == 405
     assert error_of(wrong)["type"] == "invalid_request_error"
 

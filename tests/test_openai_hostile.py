@@ -6,12 +6,9 @@ invalid fields, with model failures in the mix.
 
 import json
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from piagent import create_app
-from piagent.settings import Settings
 from tests.support.fake_ollama import Behaviour
 from tests.test_hostile_input import faults, json_values
 
@@ -48,18 +45,6 @@ completion_bodies = st.fixed_dictionaries(
         "n": json_values,
     },
 )
-
-
-@pytest.fixture(scope="module")
-def app(fake_ollama):
-    return create_app(
-        Settings(
-            ollama_host=fake_ollama.url,
-            model_timeout=1.5,
-            rate_limit_chat="",
-            rate_limit_default="",
-        )
-    )
 
 
 @settings(

@@ -9,10 +9,8 @@ import pytest
 import requests
 import responses
 
-from piagent import create_app
 from piagent.errors import ModelMissing, ProviderUnreachable
 from piagent.providers import OllamaProvider
-from piagent.settings import Settings
 from piagent.warmup import warm_up
 from tests.support.fake_ollama import Behaviour
 from tests.support.server import MODEL
@@ -55,17 +53,16 @@ def test_not_ready_while_an_agents_model_is_not_pulled(start_server, ollama, tmp
     }
 
 
-def test_not_ready_without_ollama_is_a_503_naming_the_host(start_server):
+def test_not_ready_without_ollama_is_a_503_naming_the_host(make_app):
     host = unused_url()
-    server = start_server(OLLAMA_HOST=host)
-    response = get_ready(server)
+    client = make_app(ollama_host=host).test_client()
+    response = client.get("/ready")
     assert response.status_code == 503
-    assert f"Ollama unreachable at {host}" in response.json()["detail"]
-    assert requests.get(server.url + "/health", timeout=5).status_code == 200
+    assert f"Ollama unreachable at {host}" in response.get_json()["detail"]
+    assert client.get("/health").status_code == 200
 
 
-def test_ready_never_answers_500_even_when_the_check_itself_breaks(monkeypatch):
-    app = create_app(Settings(ollama_host=unused_url()))
+def test_ready_never_answers_500_even_when_the_check_itself_breaks(app, monkeypatch):
     provider = app.extensions["piagent"].provider
 
     def broken(models):

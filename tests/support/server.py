@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import requests
@@ -93,6 +94,13 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} not logged:\n{self.log()}")
 
+    def terminate(self) -> None:
+        """Ask gunicorn to stop (SIGTERM) without waiting: stopping takes a
+        second or more (up to keepalive longer with a client's idle
+        connection), so many servers are asked together, then waited for."""
+        if self.process.poll() is None:
+            self.process.terminate()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -102,3 +110,12 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def stop_all(servers: Iterable[Server]) -> None:
+    """Stop servers concurrently: each gets its SIGTERM before any is waited for."""
+    servers = list(servers)
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.stop()
