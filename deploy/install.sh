@@ -68,6 +68,9 @@ fi
 install -d -m 0755 "$DESTDIR$PREFIX/app"
 install -m 0644 "$SRC/wsgi.py" "$SRC/gunicorn.conf.py" "$SRC/README.md" \
     "$DESTDIR$PREFIX/app/"
+# The README's links point into docs/.
+install -d -m 0755 "$DESTDIR$PREFIX/app/docs"
+install -m 0644 "$SRC"/docs/*.md "$DESTDIR$PREFIX/app/docs/"
 
 # Settings: the defaults of .env.example, pointed at the agents directory and
 # the API keys file, logging JSON for journald. A file that exists is the
@@ -101,7 +104,7 @@ if [[ -e $DESTDIR$CONFDIR/piagent.env ]]; then
     say "keeping $CONFDIR/piagent.env (new defaults: $CONFDIR/piagent.env.default)"
     if ! grep -Eq '^API_KEYS(_FILE)?=[^[:space:]#]' "$DESTDIR$CONFDIR/piagent.env"; then
         say "WARNING: $CONFDIR/piagent.env sets no API keys: anyone who reaches" \
-            "nginx can use the model. See README, Security."
+            "nginx can use the model. See docs/security.md."
     fi
 else
     say "writing $CONFDIR/piagent.env"

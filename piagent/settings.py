@@ -142,7 +142,8 @@ class Settings:
 
     provider: str = setting(
         "ollama",
-        "Model server kind: `ollama`, or `openai` for any OpenAI-compatible server.",
+        "Model server: `ollama`, or `openai` for any OpenAI-compatible server "
+        "(llama-server, LM Studio, vLLM).",
         one_of(PROVIDERS, f"one of {PROVIDERS}"),
     )
     ollama_host: str = setting(
@@ -152,7 +153,7 @@ class Settings:
     )
     ollama_model_general: str = setting(
         "qwen2.5:3b-instruct",
-        "Model for agents that name none and have no OLLAMA_MODEL_<AGENT>.",
+        "Model for agents that name none and have no `OLLAMA_MODEL_<AGENT>`.",
         not_blank("a model name such as qwen2.5:3b-instruct"),
     )
     model_timeout: float = setting(
@@ -210,9 +211,9 @@ class Settings:
     agent_models: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}),
         metadata={
-            "help": "Per-agent models by variable: every OLLAMA_MODEL_<AGENT> (or "
-            "OPENAI_MODEL_<AGENT> with PROVIDER=openai) that from_env finds; "
-            "agents.py resolves them.",
+            "help": "Model of one agent, e.g. `OLLAMA_MODEL_CODER` (the agent's name "
+            "in upper case, `-` as `_`), or `OPENAI_MODEL_<AGENT>` with "
+            "PROVIDER=openai; one naming no agent is warned about at start-up.",
             "variable": False,
         },
     )
@@ -226,7 +227,7 @@ class Settings:
     )
     log_level: str = setting(
         "info",
-        "Log level of piagent's own logger: debug, info, warning or error.",
+        "Log level of piagent and gunicorn: debug, info, warning or error.",
         lambda value: (
             None if value.lower() in LOG_LEVELS else "debug, info, warning or error"
         ),
@@ -242,7 +243,7 @@ class Settings:
     )
     openai_model_general: str = setting(
         "qwen2.5-3b-instruct",
-        "Model for agents that name none and have no OPENAI_MODEL_<AGENT>.",
+        "Model for agents that name none and have no `OPENAI_MODEL_<AGENT>`.",
         not_blank("a model name as the server's GET /v1/models lists it"),
     )
     # --- Streams: SSE and NDJSON ---
