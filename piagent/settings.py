@@ -66,6 +66,12 @@ class Settings:
     memory_max_turns: int = _help(
         "Stored messages (user or assistant) per conversation.", 8
     )
+    memory_trim_to: int = _help(
+        "Messages kept when a conversation outgrows MEMORY_MAX_TURNS or the "
+        "token budget: the oldest whole exchanges go in one cut down to this "
+        "many, so the model's prompt cache stays warm between cuts.",
+        0,
+    )
     memory_ttl_min: float = _help("Minutes after which an idle conversation ends.", 60)
     memory_max_conversations: int = _help(
         "Conversations kept; the least recently used goes first.", 500
@@ -297,6 +303,16 @@ def _check_numbers(s: Settings) -> None:
         "MEMORY_MAX_TURNS",
         s.memory_max_turns,
         "an integer >= 0",
+    )
+    # MEMORY_MAX_TURNS=0 keeps no history at all: there is nothing to cut.
+    _require(
+        s.memory_trim_to >= 0
+        and (s.memory_max_turns == 0 or s.memory_trim_to < s.memory_max_turns),
+        "MEMORY_TRIM_TO",
+        s.memory_trim_to,
+        f"an integer from 0 to MEMORY_MAX_TURNS-1 ({s.memory_max_turns - 1})"
+        if s.memory_max_turns > 0
+        else "an integer >= 0",
     )
     _require(s.memory_ttl_min > 0, "MEMORY_TTL_MIN", s.memory_ttl_min, "minutes > 0")
     _require(

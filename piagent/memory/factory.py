@@ -29,6 +29,7 @@ def build_memory(settings: Settings) -> MemoryStore | None:
         "max_turns": settings.memory_max_turns,
         "ttl_seconds": settings.memory_ttl_seconds,
         "max_conversations": settings.memory_max_conversations,
+        "trim_to": settings.memory_trim_to,
     }
     if settings.memory_backend == "sqlite":
         import sqlite3
