@@ -91,9 +91,14 @@ class LocalMemoryStore:
             self._touch(conversation_id, conversation, now)
             exchange = (Message("user", user), Message("assistant", assistant))
             window = conversation.messages
-            start = append_start(
-                [m.role for m in window], len(exchange), self._max_turns, self._trim_to
-            )
+            start: int | None = 0
+            # append_start's own first test, so the common append, which needs
+            # no cut, builds no list of roles.
+            if len(window) + len(exchange) > self._max_turns:
+                roles = [m.role for m in window]
+                start = append_start(
+                    roles, len(exchange), self._max_turns, self._trim_to
+                )
             conversation.messages = (
                 () if start is None else (*window[start:], *exchange)
             )
