@@ -34,16 +34,26 @@ from tests.test_memory import CONTRACT_REDIS_DB, Backend
 SYSTEM = "You are brief."
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def backend(request, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
+def make_backend(kind: str, request, tmp_path: Path) -> Backend:
+    if kind == "sqlite":
         return Backend("sqlite", str(tmp_path / "memory.sqlite3"))
-    if request.param == "redis":
+    if kind == "redis":
         server = request.getfixturevalue("redis_server")
         url = server.url.rsplit("/", 1)[0] + f"/{CONTRACT_REDIS_DB}"
         redis.Redis.from_url(url).flushdb()
         return Backend("redis", url)
     return Backend("memory")
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def backend(request, tmp_path: Path) -> Backend:
+    return make_backend(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_backend(request, tmp_path: Path) -> Backend:
+    """The stores that outlive a worker (the in-process one dies with it)."""
+    return make_backend(request.param, request, tmp_path)
 
 
 def windowed(backend: Backend, max_turns: int, trim_to: int):
@@ -178,9 +188,8 @@ def test_cut_is_not_activity(backend):
     assert store.conversation("c").updated_at == pytest.approx(backend.clock.now - 50)
 
 
-def test_a_cut_is_what_a_restarted_worker_reads(backend):
-    if backend.kind == "memory":
-        pytest.skip("the in-process store lives and dies with its worker")
+def test_a_cut_is_what_a_restarted_worker_reads(shared_backend):
+    backend = shared_backend
     store = windowed(backend, 8, 2)
     for i in range(6):
         store.append_exchange("c", f"q{i}", f"a{i}")
