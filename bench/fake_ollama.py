@@ -31,6 +31,14 @@ Each ``id=`` record keeps the monotonic time of every line written
 (``time.monotonic()``, the same clock in every process on Linux), so the harness
 can count the lines written after its client hung up.
 
+Prompt cache. With ``--prompt-ms-per-token F`` the fake also plays a model's
+prompt cache (bench.prefix_cache, ``--slots`` slots, 1 by default): each chat
+request waits F ms per prompt token the model would have to read (those after
+the first difference from the slot's last prompt and reply) before its first
+token, and its final line reports ``prompt_eval_count`` (the whole prompt) and
+``prompt_eval_cached_count``, as Ollama 0.30+ does. ``--reply-tokens N`` sets
+the reply length of messages that carry no ``tokens=`` word.
+
 Run: ``python -m bench.fake_ollama --port 0 --models bench-model``; it prints
 ``READY <port>`` on stdout once listening.
 """
@@ -49,6 +57,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bench.prefix_cache import Evaluation, PromptCache, prompt_tokens
+
 TOKEN_TEXT = "tok "
 CREATED_AT = "2024-01-01T00:00:00.000000000Z"
 DEFAULT_TOKENS = 20
@@ -65,6 +75,9 @@ class ReplyPlan:
 
     tokens: int = DEFAULT_TOKENS
     delay_s: float = 0.0
+    # Filled in by the prompt-cache model, when it runs.
+    prompt: list[str] | None = None
+    cost: Evaluation | None = None
     first_s: float = 0.0
     record_id: str | None = None
 
@@ -96,9 +109,9 @@ class StreamRecord:
         }
 
 
-def parse_plan(text: str) -> ReplyPlan:
+def parse_plan(text: str, default_tokens: int = DEFAULT_TOKENS) -> ReplyPlan:
     """Read ``tokens=``, ``delay_ms=``, ``first_ms=``, ``id=`` from a message."""
-    plan = ReplyPlan()
+    plan = ReplyPlan(tokens=default_tokens)
     for key, value in _WORD.findall(text):
         try:
             if key == "tokens":
@@ -146,8 +159,21 @@ def _chunk(payload: bytes) -> bytes:
 class FakeOllama:
     """Shared state of the fake: known models, counters, pre-built bytes."""
 
-    def __init__(self, models: list[str]) -> None:
+    def __init__(
+        self,
+        models: list[str],
+        prompt_ms_per_token: float | None = None,
+        slots: int = 1,
+        reply_tokens: int = DEFAULT_TOKENS,
+    ) -> None:
         self.any_model = "*" in models
+        # The prompt-cache model, only when asked for: it costs a tokenization
+        # of every prompt, which the other figures must not pay for.
+        self.prompt_cache = (
+            PromptCache(slots) if prompt_ms_per_token is not None else None
+        )
+        self.prompt_s_per_token = (prompt_ms_per_token or 0.0) / 1000
+        self.reply_tokens = reply_tokens
         self.models = [m for m in models if m != "*"]
         self.counters: dict[str, int] = {
             "connections": 0,
@@ -187,7 +213,7 @@ class FakeOllama:
         return chunk
 
     @staticmethod
-    def final_chunk(model: str, tokens: int) -> bytes:
+    def final_chunk(model: str, tokens: int, cost: Evaluation | None = None) -> bytes:
         line = {
             "model": model,
             "created_at": CREATED_AT,
@@ -201,6 +227,9 @@ class FakeOllama:
             "eval_count": tokens,
             "eval_duration": 1,
         }
+        if cost is not None:
+            line["prompt_eval_count"] = cost.total
+            line["prompt_eval_cached_count"] = cost.cached
         return _chunk(json.dumps(line, separators=(",", ":")).encode() + b"\n")
 
     @staticmethod
@@ -240,8 +269,17 @@ class FakeOllama:
         model = request.get("model")
         if not isinstance(model, str):
             return None
-        plan = parse_plan(_last_user_text(request.get("messages")))
+        messages = request.get("messages")
+        plan = parse_plan(_last_user_text(messages), self.reply_tokens)
         parsed = (model, plan, request.get("stream", True) is not False)
+        if self.prompt_cache is not None:
+            # Never cached: the same body costs differently as the cache moves.
+            plan.prompt = prompt_tokens(
+                m for m in messages or [] if isinstance(m, dict)
+            )
+            plan.cost = self.prompt_cache.evaluate(plan.prompt)
+            plan.first_s += self.prompt_s_per_token * plan.cost.evaluated
+            return parsed
         if plan.record_id is None:
             if len(self._plans) > 1024:
                 self._plans.clear()
@@ -443,7 +481,7 @@ class Connection(asyncio.Protocol):
             asyncio.ensure_future(self._whole(model, plan, keep_alive))
             return
         counters["streams_started"] += 1
-        if plan.instant and plan.record_id is None:
+        if plan.instant and plan.record_id is None and plan.cost is None:
             if plan.tokens <= FAST_PATH_MAX_TOKENS:
                 counters["streams_completed"] += 1
                 counters["tokens_written"] += plan.tokens
@@ -499,6 +537,9 @@ class Connection(asyncio.Protocol):
                     await asyncio.sleep(wait)
             if self.peer_closed:
                 counters["streams_peer_closed"] += 1
+                if plan.cost is not None and app.prompt_cache is not None:
+                    reply = TOKEN_TEXT * sent
+                    app.prompt_cache.generated(plan.cost, plan.prompt or [], reply)
                 if record is not None:
                     record.peer_closed_at = self.peer_closed_at
                     record.stop = "peer-closed"
@@ -517,7 +558,10 @@ class Connection(asyncio.Protocol):
         if record is not None:
             record.stop = "complete"
             record.ended_at = time.monotonic()
-        self._done(app.final_chunk(model, plan.tokens) + b"0\r\n\r\n", keep_alive)
+        if plan.cost is not None and app.prompt_cache is not None:
+            app.prompt_cache.generated(plan.cost, plan.prompt or [], TOKEN_TEXT * sent)
+        final = app.final_chunk(model, plan.tokens, plan.cost)
+        self._done(final + b"0\r\n\r\n", keep_alive)
 
     def _done(self, data: bytes, keep_alive: bool) -> None:
         self.busy = False
@@ -569,9 +613,8 @@ def raise_nofile_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def serve(host: str, port: int, models: list[str]) -> None:
+async def serve(host: str, port: int, app: FakeOllama) -> None:
     """Listen until cancelled; prints ``READY <port>`` once accepting."""
-    app = FakeOllama(models)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: Connection(app), host, port, backlog=4096, reuse_address=True
@@ -591,11 +634,26 @@ def main(argv: list[str] | None = None) -> None:
         default="bench-model",
         help="comma-separated known models; '*' accepts any name",
     )
+    parser.add_argument(
+        "--prompt-ms-per-token",
+        type=float,
+        metavar="F",
+        help="play a prompt cache: wait F ms per prompt token not in it",
+    )
+    parser.add_argument("--slots", type=int, default=1, help="prompt-cache slots")
+    parser.add_argument(
+        "--reply-tokens",
+        type=int,
+        default=DEFAULT_TOKENS,
+        metavar="N",
+        help="reply length when a message carries no tokens= word",
+    )
     args = parser.parse_args(argv)
     raise_nofile_limit()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    app = FakeOllama(models, args.prompt_ms_per_token, args.slots, args.reply_tokens)
     try:
-        asyncio.run(serve(args.host, args.port, models))
+        asyncio.run(serve(args.host, args.port, app))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -24,6 +24,7 @@ from bench.processes import (
     ProcessTree,
     http_get,
 )
+from bench.sections import Section
 
 T = TypeVar("T")
 MODEL = "bench-model"
@@ -160,6 +161,8 @@ class Bench:
     extra_env: dict[str, str] = field(default_factory=dict)
     server_missing: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # Results kept in RESULTS.md as sections of their own (bench.sections).
+    sections: list[Section] = field(default_factory=list)
     _shared: GunicornProcess | None = None
     _servers: list[GunicornProcess] = field(default_factory=list)
 

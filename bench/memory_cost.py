@@ -30,7 +30,13 @@ from piagent.memory.sqlite_store import SQLiteMemoryStore
 USER = "Please summarise what the sensor in the kitchen reported today. " * 3
 REPLY = "The kitchen sensor reported a steady temperature around 21 degrees. " * 12
 CONVERSATIONS = 50
-LIMITS = {"max_turns": 8, "ttl_seconds": 3600.0, "max_conversations": 500}
+# piagent's defaults: MEMORY_MAX_TURNS=8, MEMORY_TRIM_TO=0.
+LIMITS = {
+    "max_turns": 8,
+    "ttl_seconds": 3600.0,
+    "max_conversations": 500,
+    "trim_to": 0,
+}
 CHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint
 
 

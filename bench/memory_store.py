@@ -76,6 +76,7 @@ def piagent_store_factory(bench: Bench) -> Callable[[], Any] | None:
         for f in Settings.__dataclass_fields__
     }
     max_turns = defaults.get("memory_max_turns", 8)
+    trim_to = defaults.get("memory_trim_to", 0)
     ttl_seconds = defaults.get("memory_ttl_min", 60) * 60
 
     def make() -> Any:
@@ -83,6 +84,7 @@ def piagent_store_factory(bench: Bench) -> Callable[[], Any] | None:
             max_turns=max_turns,
             ttl_seconds=ttl_seconds,
             max_conversations=2 * MANY,
+            trim_to=trim_to,
         )
 
     return make

@@ -203,16 +203,23 @@ class _Child:
 class FakeOllamaProcess(_Child):
     """``python -m bench.fake_ollama`` on a free port."""
 
-    def __init__(self, log_dir: Path, models: str) -> None:
-        super().__init__("fake_ollama", log_dir)
+    def __init__(
+        self,
+        log_dir: Path,
+        models: str,
+        options: tuple[str, ...] = (),
+        name: str = "fake_ollama",
+    ) -> None:
+        super().__init__(name, log_dir)
         self.models = models
+        self.options = options
         self.port = 0
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bench.fake_ollama", "--port", "0"]
-                + ["--models", self.models],
+                + ["--models", self.models, *self.options],
                 cwd=PROJECT_ROOT,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.sections import Section, found, merge
+
 UNITS: dict[str, Callable[[float], str]] = {
     "ms": lambda v: f"{v:.3g} ms" if abs(v) < 100 else f"{v:,.0f} ms",
     "µs": lambda v: f"{v:.3g} µs" if abs(v) < 100 else f"{v:,.0f} µs",
@@ -118,9 +120,14 @@ def write_json(path: Path, rows: list[Row], meta: dict[str, Any]) -> None:
 
 
 def write_results_md(
-    path: Path, rows: list[Row], meta: dict[str, Any], machine: dict[str, str]
+    path: Path,
+    rows: list[Row],
+    meta: dict[str, Any],
+    machine: dict[str, str],
+    sections: list[Section] = (),  # type: ignore[assignment]
 ) -> None:
-    """RESULTS.md: date, machine, how it was run, the table, what it means."""
+    """RESULTS.md: date, machine, how it was run, the table, what it means;
+    then the kept sections (bench.sections), with this run's replacing theirs."""
     summary = (
         f"{sum(r.passed is True for r in rows)} PASS, "
         f"{sum(r.passed is False for r in rows)} FAIL, "
@@ -184,4 +191,10 @@ def write_results_md(
         "method, and where piagent's time goes (profiles).",
         "",
     ]
-    path.write_text("\n".join(lines))
+    kept = found(path.read_text()) if path.exists() else []
+    path.write_text(merge(merge("\n".join(lines), kept), list(sections)))
+
+
+def write_sections(path: Path, sections: list[Section]) -> None:
+    """Replace (or add) only these sections of RESULTS.md; the rest stays."""
+    path.write_text(merge(path.read_text() if path.exists() else "", sections))

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import machine
+from bench.figures_cache import prompt_cache, real_model
 from bench.figures_crowd import crowd
 from bench.figures_lifecycle import lifecycle
 from bench.figures_reference import reference
@@ -32,7 +33,13 @@ from bench.processes import (
     make_log_dir,
     raise_nofile_limit,
 )
-from bench.results import Row, markdown_table, write_json, write_results_md
+from bench.results import (
+    Row,
+    markdown_table,
+    write_json,
+    write_results_md,
+    write_sections,
+)
 from bench.wrk_load import ensure_wrk
 
 # In run order: fresh-server figures first, so the shared server is not idling
@@ -47,6 +54,9 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "gaps": token_gaps,
     "disconnect": disconnect,
     "memstore": memory_store,
+    # Conversations through memory policies, each with a RESULTS.md section.
+    "cache": prompt_cache,
+    "realmodel": real_model,
     # Last: it measures piagent again next to the straightforward proxy, and
     # changes no other row.
     "reference": reference,
@@ -59,6 +69,9 @@ ALIASES = {
     "cpu": "nonstream",
     "memory": "memstore",
     "straightforward": "reference",
+    "prompt-cache": "cache",
+    "real": "realmodel",
+    "llama": "realmodel",
 }
 
 
@@ -93,6 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print only; keep RESULTS.md"
+    )
+    parser.add_argument(
+        "--write-sections",
+        action="store_true",
+        help="replace only the sections this run measured (cache, realmodel) in "
+        "RESULTS.md, keeping its table and other sections",
     )
     parser.add_argument(
         "--write",
@@ -230,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
     table = markdown_table(rows)
     print(table)
+    for section in bench.sections:
+        print("\n" + section.text)
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(
@@ -249,12 +270,18 @@ def main(argv: list[str] | None = None) -> int:
         },
         "warnings": bench.warnings,
     }
-    if args.no_write or (args.only and not args.write):
+    if args.write_sections and not args.no_write:
+        write_sections(BENCH_DIR / "RESULTS.md", bench.sections)
+        names = ", ".join(section.name for section in bench.sections) or "none"
+        log(f"wrote the sections {names} of {BENCH_DIR / 'RESULTS.md'}")
+    elif args.no_write or (args.only and not args.write):
         log("results.json and RESULTS.md left as they were (--only/--no-write)")
     else:
         description = machine.describe()
         write_json(BENCH_DIR / "results.json", rows, {**meta, "machine": description})
-        write_results_md(BENCH_DIR / "RESULTS.md", rows, meta, description)
+        write_results_md(
+            BENCH_DIR / "RESULTS.md", rows, meta, description, bench.sections
+        )
         log(f"wrote {BENCH_DIR / 'results.json'} and {BENCH_DIR / 'RESULTS.md'}")
     log(f"done in {meta['seconds']} s")
     return 0

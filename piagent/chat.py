@@ -21,7 +21,7 @@ from piagent.errors import (
 from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
 from piagent.generation_queue import GenerationQueue, Slot, always_present
 from piagent.memory import MemoryStore, Message
-from piagent.memory.base import drop_leading_reply
+from piagent.memory.window import fit_start
 from piagent.providers import Options, Provider, Reply, TokenStream
 from piagent.settings import Settings
 from piagent.stats import Ending, TurnStats
@@ -39,28 +39,39 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE
 
 
-def build_messages(
-    system_prompt: str, history: Sequence[Message], message: str, budget_tokens: int
-) -> list[dict[str, str]]:
-    """System prompt, as much recent history as fits the budget, then the message.
+def history_start(
+    system_prompt: str,
+    history: Sequence[Message],
+    message: str,
+    budget_tokens: int,
+    max_turns: int,
+    trim_to: int,
+) -> int:
+    """Where the history sent with `message` starts: 0 (all of it) while it is
+    at most `max_turns` messages and fits the budget beside the system prompt
+    and the message; else the start of a cut in blocks (piagent.memory.window):
+    whole exchanges down to `trim_to` messages, fewer if that still does not
+    fit."""
+    return fit_start(
+        [m.role for m in history],
+        [estimate_tokens(m.content) for m in history],
+        estimate_tokens(system_prompt) + estimate_tokens(message),
+        budget_tokens,
+        max_turns,
+        trim_to,
+    )
 
-    History goes oldest first, so trimming drops the oldest; a window that would
-    open with an assistant message drops that too.
-    """
-    used = estimate_tokens(system_prompt) + estimate_tokens(message)
-    start = len(history)
-    while start > 0:
-        cost = estimate_tokens(history[start - 1].content)
-        if used + cost > budget_tokens:
-            break
-        used += cost
-        start -= 1
+
+def build_messages(
+    system_prompt: str, history: Sequence[Message], message: str
+) -> list[dict[str, str]]:
+    """System prompt, history oldest first, then the message, exactly as given:
+    nothing that changes from request to request (a time, an id) goes in, so
+    the next turn's prompt starts with this one's and the model's prompt cache
+    is reused."""
     return [
         {"role": "system", "content": system_prompt},
-        *(
-            {"role": m.role, "content": m.content}
-            for m in drop_leading_reply(history[start:])
-        ),
+        *({"role": m.role, "content": m.content} for m in history),
         {"role": "user", "content": message},
     ]
 
@@ -106,6 +117,8 @@ class ChatService:
         self._ctx_tokens = settings.ctx_tokens
         self._max_tokens = settings.max_tokens
         self._budget = settings.ctx_tokens - settings.max_tokens
+        self._max_turns = settings.memory_max_turns
+        self._trim_to = settings.memory_trim_to
         self._prime_seconds = settings.stream_prime_seconds
         self._ping_seconds = settings.stream_ping_seconds
         self._queue = queue or GenerationQueue(
@@ -182,14 +195,22 @@ class ChatService:
         # Read only once the slot is held: a message that waited behind an
         # earlier one of the same conversation then sees that exchange, and a
         # request refused by the queue has not touched memory.
-        history = (
-            self._memory.history(turn.conversation_id)
-            if self._memory is not None
-            else []
+        if self._memory is None:
+            return build_messages(turn.agent.system_prompt, [], turn.message)
+        history = self._memory.history(turn.conversation_id)
+        start = history_start(
+            turn.agent.system_prompt,
+            history,
+            turn.message,
+            self._budget,
+            self._max_turns,
+            self._trim_to,
         )
-        return build_messages(
-            turn.agent.system_prompt, history, turn.message, self._budget
-        )
+        if start:
+            # Persisted before the model is asked, so the next turn, in any
+            # worker, starts from the window this prompt was built from.
+            self._memory.cut(turn.conversation_id, len(history) - start)
+        return build_messages(turn.agent.system_prompt, history[start:], turn.message)
 
     def reply(
         self, turn: Turn, client_present: Callable[[], bool] = always_present

@@ -194,6 +194,13 @@ class Settings:
         "Stored messages (user or assistant) per conversation.",
         at_least(0, "an integer"),
     )
+    memory_trim_to: int = setting(
+        0,
+        "Messages kept when a conversation outgrows MEMORY_MAX_TURNS or the "
+        "token budget: the oldest whole exchanges go in one cut down to this "
+        "many, so the model's prompt cache stays warm between cuts.",
+        at_least(0, "an integer"),
+    )
     memory_ttl_min: float = setting(
         60,
         "Minutes after which an idle conversation ends.",
@@ -504,6 +511,16 @@ def max_tokens_fits_the_context(s: Settings) -> None:
     )
 
 
+def trim_below_max_turns(s: Settings) -> None:
+    # MEMORY_MAX_TURNS=0 keeps no history at all: there is nothing to cut.
+    _require(
+        s.memory_max_turns == 0 or s.memory_trim_to < s.memory_max_turns,
+        "MEMORY_TRIM_TO",
+        s.memory_trim_to,
+        f"an integer from 0 to MEMORY_MAX_TURNS-1 ({s.memory_max_turns - 1})",
+    )
+
+
 def sqlite_file_in_a_directory(s: Settings) -> None:
     if s.memory_backend != "sqlite":
         return
@@ -531,6 +548,7 @@ def redis_url_names_a_server(s: Settings) -> None:
 
 CROSS_CHECKS: tuple[Callable[[Settings], None], ...] = (
     max_tokens_fits_the_context,
+    trim_below_max_turns,
     sqlite_file_in_a_directory,
     redis_url_names_a_server,
 )

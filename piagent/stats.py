@@ -46,6 +46,11 @@ class TurnStats:
     def prompt_tokens(self) -> int | None:
         return self.usage.prompt_tokens if self.usage is not None else None
 
+    @property
+    def cached_prompt_tokens(self) -> int | None:
+        """Prompt tokens the model server reused from its cache; None: unknown."""
+        return self.usage.cached_prompt_tokens if self.usage is not None else None
+
     def tokens_per_second(self) -> float | None:
         """Tokens after the first, per second after the first: the generation
         rate, without the prompt processing and loading the first one waited on."""
@@ -66,6 +71,7 @@ class TurnStats:
         rate = self.tokens_per_second()
         return {
             "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "reply_tokens": self.reply_tokens,
             "ttft_s": ttft,
             "tokens_per_s": round(rate, 2) if rate is not None else None,

@@ -1,6 +1,6 @@
-"""Building the model's message list: system prompt, trimmed history, message."""
+"""Building the model's message list: system prompt, history cut in blocks, message."""
 
-from piagent.chat import build_messages, estimate_tokens
+from piagent.chat import build_messages, estimate_tokens, history_start
 from piagent.memory import Message
 
 
@@ -12,38 +12,59 @@ def history(n: int, size: int = 30) -> list[Message]:
     return out
 
 
-def test_roles_in_order_system_history_message():
-    messages = build_messages("sys", history(1), "now", budget_tokens=1000)
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert messages[0]["content"] == "sys" and messages[-1]["content"] == "now"
+def budget_for(messages: int, size: int = 30) -> int:
+    """Room for system prompt, message and `messages` history messages."""
+    one = estimate_tokens("x" * size)
+    return estimate_tokens("sys") + estimate_tokens("now") + messages * one
 
 
-def test_history_is_trimmed_oldest_first_to_fit_the_budget():
-    past = history(10)
-    budget = (
-        estimate_tokens("sys")
-        + estimate_tokens("now")
-        + 4 * estimate_tokens(past[0].content)
-    )
-    messages = build_messages("sys", past, "now", budget_tokens=budget)
-    kept = [m["content"] for m in messages[1:-1]]
-    assert kept == [m.content for m in past[-4:]]
+def test_roles_in_order_system_history_message_as_given():
+    messages = build_messages("sys", history(1), "now")
+    assert messages == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "q0".ljust(30, ".")},
+        {"role": "assistant", "content": "a0".ljust(30, ".")},
+        {"role": "user", "content": "now"},
+    ]
 
 
-def test_trimmed_window_does_not_open_with_an_assistant_message():
-    past = history(10)
-    budget = (
-        estimate_tokens("sys")
-        + estimate_tokens("now")
-        + 3 * estimate_tokens(past[0].content)
-    )
-    messages = build_messages("sys", past, "now", budget_tokens=budget)
-    assert [m["role"] for m in messages[1:-1]] == ["user", "assistant"]
+def test_history_that_fits_is_sent_whole():
+    past = history(4)
+    assert history_start("sys", past, "now", budget_for(8), 8, 2) == 0
+
+
+def test_over_the_budget_history_is_cut_down_to_trim_to_in_one_block():
+    """Room for 6 of the 10 messages, yet the cut keeps 2: the next turns then
+    grow append-only again instead of cutting one exchange every turn."""
+    past = history(5)
+    start = history_start("sys", past, "now", budget_for(6), 20, 2)
+    assert past[start:] == past[-2:]
+
+
+def test_cut_goes_further_when_trim_to_messages_still_do_not_fit():
+    past = history(5)
+    start = history_start("sys", past, "now", budget_for(3), 20, 8)
+    assert past[start:] == past[-2:]
+
+
+def test_cut_window_never_opens_with_an_assistant_message():
+    past = history(5)
+    for trim_to in range(6):
+        start = history_start("sys", past, "now", budget_for(3), 20, trim_to)
+        assert start == len(past) or past[start].role == "user"
+        assert len(past) - start <= trim_to
 
 
 def test_no_history_when_message_alone_exceeds_budget():
-    messages = build_messages("sys", history(3), "x" * 9000, budget_tokens=100)
-    assert [m["role"] for m in messages] == ["system", "user"]
+    past = history(3)
+    assert history_start("sys", past, "x" * 9000, 100, 8, 2) == len(past)
+
+
+def test_history_longer_than_max_turns_is_cut_to_trim_to():
+    """A store written with a larger MEMORY_MAX_TURNS than today's."""
+    past = history(6)
+    start = history_start("sys", past, "now", 100_000, 8, 4)
+    assert past[start:] == past[-4:]
 
 
 def test_estimate_errs_high_for_non_ascii_text():

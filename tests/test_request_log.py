@@ -25,6 +25,7 @@ FIELDS = [
     "model",
     "conversation_id",
     "prompt_tokens",
+    "cached_prompt_tokens",
     "reply_tokens",
     "ttft_s",
     "tokens_per_s",
@@ -65,6 +66,8 @@ def test_chat_line_has_every_fact_and_no_message_text(json_server, ollama, strea
     assert record["agent"] == "general" and record["model"] == MODEL
     assert record["conversation_id"] == response.headers["X-Conversation-Id"]
     assert record["prompt_tokens"] > 0
+    [cost] = ollama.evaluations
+    assert record["cached_prompt_tokens"] == cost.cached
     assert record["reply_tokens"] == len(DEFAULT_TOKENS)
     assert 0 <= record["ttft_s"] <= record["duration_s"]
     assert record["tokens_per_s"] > 0
@@ -160,5 +163,7 @@ def test_text_format_is_one_readable_line_and_no_gunicorn_access_line(
     assert '127.0.0.1 "POST /chat" 200 ' in line
     assert " ok rid=" in line and "conv=kitchen" in line
     assert f"model={MODEL}" in line and "reply=9tok" in line
+    cost = ollama.evaluations[-1]
+    assert f" prompt={cost.total}tok cached={cost.cached}tok reply=9tok " in line
     assert "HTTP/1.1" not in text  # gunicorn's own access log is off
     assert not any(line.startswith("{") for line in text.splitlines())

@@ -85,6 +85,7 @@ def test_stream_events_carry_tokens_then_done_with_usage(server, ollama, accept)
     usage = done["usage"]
     assert usage["reply_tokens"] == len(DEFAULT_TOKENS)
     assert usage["prompt_tokens"] > 0
+    assert usage["cached_prompt_tokens"] == ollama.evaluations[-1].cached
     assert usage["ttft_s"] >= 0
     assert usage["tokens_per_s"] > 0
 
@@ -232,10 +233,19 @@ def test_json_reply_has_usage_from_the_model_servers_counts(server, ollama):
         server.url + "/chat", json={"message": "hello"}, timeout=10
     )
     usage = response.json()["usage"]
-    assert set(usage) == {"prompt_tokens", "reply_tokens", "ttft_s", "tokens_per_s"}
+    assert list(usage) == [
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "reply_tokens",
+        "ttft_s",
+        "tokens_per_s",
+    ]
     assert usage["reply_tokens"] == len(DEFAULT_TOKENS)
-    texts = [m["content"] for m in ollama.requests[-1]["messages"]]
-    assert usage["prompt_tokens"] == sum(map(len, texts)) // 4 + 1
+    [cost] = ollama.evaluations
+    assert (usage["prompt_tokens"], usage["cached_prompt_tokens"]) == (
+        cost.total,
+        cost.cached,
+    )
     assert usage["ttft_s"] >= 0
 
 

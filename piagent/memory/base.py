@@ -26,22 +26,39 @@ class Conversation:
 
 
 class MemoryStore(Protocol):
-    """Per-conversation window of the last `max_turns` messages.
+    """Per-conversation window of at most `max_turns` messages, cut in blocks.
 
-    - `history` returns the window oldest first, never starting with an assistant
-      message (a reply without its question confuses the model), and counts as
-      activity for the idle timeout and the least-recently-used order.
-    - `conversation` returns the same window with its times, or None when the
-      conversation is unknown or expired; it is an inspection, not activity.
+    - The window is append-only while it fits, so consecutive turns render to
+      prompts that extend each other and the model server's prompt cache stays
+      warm. Its rules are in piagent.memory.window.
     - `append_exchange` stores a user message and the assistant's reply together,
       so concurrent requests on one conversation (from any thread, greenlet or
-      process sharing the store) never lose or interleave halves.
+      process sharing the store) never lose or interleave halves. If the window
+      would then exceed `max_turns` messages, the oldest whole exchanges are
+      dropped first, down to `trim_to` messages (fewer if the exchange is long),
+      in the same atomic step; an exchange longer than `max_turns` empties the
+      window and is not kept either.
+    - `cut` drops the oldest whole exchanges so that at most `keep` messages
+      remain, atomically: the chat service calls it when a turn's history does
+      not fit the token budget, with the window it rendered (`fit_start`), so
+      the cut it made for that turn is the window every worker reads next, also
+      after a restart. A cut never splits an exchange: the window starts at a
+      user message. Cutting is idempotent, commutes with a concurrent append
+      (which only adds at the end), is not activity, and cutting an unknown
+      conversation is no error.
+    - `history` returns the window oldest first, never starting with an assistant
+      message (a reply without its question confuses the model; windows written
+      before cuts in blocks may hold one), and counts as activity for the idle
+      timeout and the least-recently-used order.
+    - `conversation` returns the same window with its times, or None when the
+      conversation is unknown or expired; it is an inspection, not activity.
     - `forget` removes a conversation; forgetting an unknown one is no error.
     - Idle conversations expire `ttl` seconds after their last activity; beyond
       the cap the least recently used conversation is forgotten (ties in the
       time of last use are broken arbitrarily).
     - A store that cannot be reached raises `MemoryUnavailable` (a 503), never
       hangs: every backend bounds its waits.
+    - `max_turns` 0 stores nothing.
     """
 
     def describe(self) -> str:
@@ -55,6 +72,8 @@ class MemoryStore(Protocol):
     def append_exchange(
         self, conversation_id: str, user: str, assistant: str
     ) -> None: ...
+
+    def cut(self, conversation_id: str, keep: int) -> None: ...
 
     def forget(self, conversation_id: str) -> None: ...
 

@@ -19,6 +19,7 @@ class Limits(TypedDict):
     """What every store is built with."""
 
     max_turns: int
+    trim_to: int
     ttl_seconds: float
     max_conversations: int
 
@@ -37,6 +38,7 @@ def build_memory(settings: Settings) -> MemoryStore | None:
         "max_turns": settings.memory_max_turns,
         "ttl_seconds": settings.memory_ttl_seconds,
         "max_conversations": settings.memory_max_conversations,
+        "trim_to": settings.memory_trim_to,
     }
     if settings.memory_backend == "sqlite":
         import sqlite3

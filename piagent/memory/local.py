@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from piagent.memory.base import Conversation, Message, drop_leading_reply
+from piagent.memory.window import append_start, kept_from, sliding
 
 
 class _Conversation:
@@ -37,8 +38,10 @@ class LocalMemoryStore:
         ttl_seconds: float,
         max_conversations: int,
         clock: Callable[[], float] = time.time,
+        trim_to: int | None = None,
     ) -> None:
         self._max_turns = max_turns
+        self._trim_to = sliding(max_turns) if trim_to is None else trim_to
         self._ttl = ttl_seconds
         self._max_conversations = max_conversations
         self._clock = clock
@@ -86,12 +89,28 @@ class LocalMemoryStore:
                 while len(self._conversations) > self._max_conversations:
                     self._conversations.popitem(last=False)
             self._touch(conversation_id, conversation, now)
-            messages = (
-                *conversation.messages,
-                Message("user", user),
-                Message("assistant", assistant),
+            exchange = (Message("user", user), Message("assistant", assistant))
+            window = conversation.messages
+            start: int | None = 0
+            # append_start's own first test, so the common append, which needs
+            # no cut, builds no list of roles.
+            if len(window) + len(exchange) > self._max_turns:
+                roles = [m.role for m in window]
+                start = append_start(
+                    roles, len(exchange), self._max_turns, self._trim_to
+                )
+            conversation.messages = (
+                () if start is None else (*window[start:], *exchange)
             )
-            conversation.messages = messages[-self._max_turns :]
+
+    def cut(self, conversation_id: str, keep: int) -> None:
+        with self._lock:
+            conversation = self._conversations.get(conversation_id)
+            if conversation is None:
+                return
+            window = conversation.messages
+            start = kept_from([m.role for m in window], keep)
+            conversation.messages = window[start:]
 
     def forget(self, conversation_id: str) -> None:
         with self._lock:

@@ -14,36 +14,82 @@ from redis.retry import Retry
 
 from piagent.errors import MemoryUnavailable
 from piagent.memory.base import Conversation, Message, drop_leading_reply
+from piagent.memory.window import sliding
 
 PREFIX = "piagent:memory:"
 
+# The cut rule of piagent.memory.window, in Lua so that it is atomic with the
+# exchange. Entries are JSON arrays written by json.dumps, so a user message's
+# entry starts with '["user",'.
+KEPT_FROM = """
+local function kept_from(key, n, keep)
+  if keep <= 0 then return n end
+  local first = math.max(0, n - keep)
+  for i, item in ipairs(redis.call('LRANGE', key, first, -1)) do
+    if string.sub(item, 1, 8) == '["user",' then return first + i - 1 end
+  end
+  return n
+end
+local function drop_before(key, n, start)
+  if start >= n then redis.call('DEL', key)
+  elseif start > 0 then redis.call('LTRIM', key, start, -1) end
+end
+"""
+
 # KEYS: messages list, meta hash, LRU index. ARGV: now, cutoff (now - ttl),
-# ttl in ms, max turns, cap, user, assistant, id, key prefix. One script, so the
-# exchange, its trim, its expiry and the eviction are one atomic step.
-APPEND = """
+# ttl in ms, max turns, cap, id, key prefix, trim to, then the exchange's
+# entries. One script, so the exchange, its cut, its expiry and the eviction
+# are one atomic step.
+APPEND = (
+    KEPT_FROM
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
-redis.call('RPUSH', KEYS[1], ARGV[6], ARGV[7])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+local size = #ARGV - 8
+local max_turns = tonumber(ARGV[4])
+local n = redis.call('LLEN', KEYS[1])
+local fits = true
+if n + size > max_turns then
+  local keep = math.min(tonumber(ARGV[8]), max_turns - size)
+  if keep < 0 then
+    fits = false
+    drop_before(KEYS[1], n, n)
+  else
+    drop_before(KEYS[1], n, kept_from(KEYS[1], n, keep))
+  end
+end
+if fits then redis.call('RPUSH', KEYS[1], unpack(ARGV, 9)) end
 redis.call('HSETNX', KEYS[2], 'created', ARGV[1])
 redis.call('HSET', KEYS[2], 'updated', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[1], ARGV[8])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[6])
 local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
 if excess > 0 then
   for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, excess)) do
-    if excess > 0 and id ~= ARGV[8] then
-      redis.call('DEL', ARGV[9] .. id .. ':messages', ARGV[9] .. id .. ':meta')
+    if excess > 0 and id ~= ARGV[6] then
+      redis.call('DEL', ARGV[7] .. id .. ':messages', ARGV[7] .. id .. ':meta')
       redis.call('ZREM', KEYS[3], id)
       excess = excess - 1
     end
   end
 end
 """
+)
 
-# Same KEYS; ARGV: now, ttl in ms, id. Reading is activity: it renews the TTL.
+# KEYS: messages list. ARGV: messages to keep at most. Not activity.
+CUT = (
+    KEPT_FROM
+    + """
+local n = redis.call('LLEN', KEYS[1])
+drop_before(KEYS[1], n, kept_from(KEYS[1], n, tonumber(ARGV[1])))
+"""
+)
+
+# Same KEYS as APPEND; ARGV: now, ttl in ms, id. Reading is activity: it renews
+# the TTL. The meta hash says whether the conversation exists: its window may
+# be empty.
 HISTORY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[2], 'updated', ARGV[1])
@@ -53,7 +99,7 @@ return redis.call('LRANGE', KEYS[1], 0, -1)
 
 
 class RedisMemoryStore:
-    """Native TTLs on each conversation's keys, LTRIM-capped lists, and a sorted
+    """Native TTLs on each conversation's keys, lists cut in Lua, and a sorted
     set by last use as the LRU index.
 
     The client keeps a connection pool and bounds every wait by `timeout`, so
@@ -72,6 +118,7 @@ class RedisMemoryStore:
         timeout: float = 1.0,
         clock: Callable[[], float] = time.time,
         prefix: str = PREFIX,
+        trim_to: int | None = None,
     ) -> None:
         self.client = redis.Redis.from_url(
             url,
@@ -81,6 +128,7 @@ class RedisMemoryStore:
             decode_responses=True,
         )
         self._max_turns = max_turns
+        self._trim_to = sliding(max_turns) if trim_to is None else trim_to
         self._ttl = ttl_seconds
         self._ttl_ms = max(1, round(ttl_seconds * 1000))
         self._max_conversations = max_conversations
@@ -89,6 +137,7 @@ class RedisMemoryStore:
         self._lru = prefix + "lru"
         self._append = self.client.register_script(APPEND)
         self._history = self.client.register_script(HISTORY)
+        self._cut = self.client.register_script(CUT)
 
     def describe(self) -> str:
         kwargs = self.client.connection_pool.connection_kwargs
@@ -115,7 +164,7 @@ class RedisMemoryStore:
             pipe.lrange(messages_key, 0, -1)
             pipe.hmget(meta_key, ["created", "updated"])
             raw, (created, updated) = pipe.execute()
-        if not raw or updated is None:
+        if updated is None:
             return None
         updated_at = float(updated)
         return Conversation(
@@ -129,6 +178,7 @@ class RedisMemoryStore:
     def append_exchange(self, conversation_id: str, user: str, assistant: str) -> None:
         if self._max_turns == 0:
             return
+        exchange = [["user", user], ["assistant", assistant]]
         now = self._clock()
         with self._mapped():
             self._append(
@@ -139,12 +189,16 @@ class RedisMemoryStore:
                     self._ttl_ms,
                     self._max_turns,
                     self._max_conversations,
-                    json.dumps(["user", user], ensure_ascii=False),
-                    json.dumps(["assistant", assistant], ensure_ascii=False),
                     conversation_id,
                     self._prefix,
+                    self._trim_to,
+                    *(json.dumps(entry, ensure_ascii=False) for entry in exchange),
                 ],
             )
+
+    def cut(self, conversation_id: str, keep: int) -> None:
+        with self._mapped():
+            self._cut(keys=self._keys(conversation_id)[:1], args=[keep])
 
     def forget(self, conversation_id: str) -> None:
         messages_key, meta_key, lru = self._keys(conversation_id)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from piagent.errors import MemoryUnavailable
 from piagent.memory.base import Conversation, Message, drop_leading_reply
+from piagent.memory.window import append_start, kept_from, sliding
 
 # Seconds a statement waits for another process's write lock before giving up
 # with a 503. Transactions here last well under a millisecond, so this is only
@@ -72,9 +73,11 @@ class SQLiteMemoryStore:
         ttl_seconds: float,
         max_conversations: int,
         clock: Callable[[], float] = time.time,
+        trim_to: int | None = None,
     ) -> None:
         self.path = path
         self._max_turns = max_turns
+        self._trim_to = sliding(max_turns) if trim_to is None else trim_to
         self._ttl = ttl_seconds
         self._max_conversations = max_conversations
         self._clock = clock
@@ -142,21 +145,26 @@ class SQLiteMemoryStore:
                     "conversations WHERE id != ? ORDER BY touched LIMIT ?)",
                     (conversation_id, count - self._max_conversations),
                 )
-            (last,) = db.execute(
-                "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?",
-                (conversation_id,),
-            ).fetchone()
+            exchange = [("user", user), ("assistant", assistant)]
+            seqs, roles = self._window(db, conversation_id)
+            start = append_start(roles, len(exchange), self._max_turns, self._trim_to)
+            if start is None:
+                self._drop_before(db, conversation_id, seqs, len(seqs))
+                return
+            self._drop_before(db, conversation_id, seqs, start)
+            last = seqs[-1] if seqs else 0
             db.executemany(
                 "INSERT INTO messages VALUES (?, ?, ?, ?)",
                 [
-                    (conversation_id, last + 1, "user", user),
-                    (conversation_id, last + 2, "assistant", assistant),
+                    (conversation_id, last + offset, role, content)
+                    for offset, (role, content) in enumerate(exchange, 1)
                 ],
             )
-            db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?",
-                (conversation_id, last + 2 - self._max_turns),
-            )
+
+    def cut(self, conversation_id: str, keep: int) -> None:
+        with self._transaction() as db:
+            seqs, roles = self._window(db, conversation_id)
+            self._drop_before(db, conversation_id, seqs, kept_from(roles, keep))
 
     def forget(self, conversation_id: str) -> None:
         with self._transaction() as db:
@@ -169,6 +177,30 @@ class SQLiteMemoryStore:
                 (self._clock() - self._ttl,),
             ).fetchone()
         return int(count)
+
+    @staticmethod
+    def _window(
+        db: sqlite3.Connection, conversation_id: str
+    ) -> tuple[list[int], list[str]]:
+        """Sequence numbers and roles of the stored window, oldest first."""
+        rows = db.execute(
+            "SELECT seq, role FROM messages WHERE conversation_id = ? ORDER BY seq",
+            (conversation_id,),
+        ).fetchall()
+        return [seq for seq, _ in rows], [role for _, role in rows]
+
+    @staticmethod
+    def _drop_before(
+        db: sqlite3.Connection, conversation_id: str, seqs: list[int], start: int
+    ) -> None:
+        """Delete the window's messages before index `start` (all at len(seqs))."""
+        if start == 0 or not seqs:
+            return
+        bound = seqs[start] if start < len(seqs) else seqs[-1] + 1
+        db.execute(
+            "DELETE FROM messages WHERE conversation_id = ? AND seq < ?",
+            (conversation_id, bound),
+        )
 
     @staticmethod
     def _messages(db: sqlite3.Connection, conversation_id: str) -> list[Message]:

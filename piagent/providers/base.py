@@ -9,11 +9,18 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Usage:
-    """The model server's own counts, from its final line."""
+    """The model server's own counts, from its final line.
+
+    `prompt_tokens` is the whole prompt, the part read from the server's prompt
+    cache included, as OpenAI's `prompt_tokens` and Ollama's `prompt_eval_count`
+    count it; `cached_prompt_tokens` is that part (None when the server does
+    not say), so the tokens the model had to read are the difference.
+    """
 
     prompt_tokens: int | None = None
     reply_tokens: int | None = None
     done_reason: str | None = None
+    cached_prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)

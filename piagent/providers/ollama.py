@@ -17,6 +17,7 @@ from piagent.errors import (
     ProviderFailed,
 )
 from piagent.providers.base import ModelState, Options, Readiness, Usage
+from piagent.providers.counts import count
 from piagent.providers.http import HttpProvider, LineStream
 
 log = logging.getLogger("piagent")
@@ -190,10 +191,13 @@ class OllamaStream(LineStream):
         if not isinstance(content, str):
             raise self._failure(_malformed(line))
         if item.get("done") is True:
+            # Ollama counts the whole prompt in prompt_eval_count, and since
+            # 0.30 says how much of it came from its cache.
             self.usage = Usage(
                 prompt_tokens=item.get("prompt_eval_count"),
                 reply_tokens=item.get("eval_count"),
                 done_reason=item.get("done_reason"),
+                cached_prompt_tokens=count(item.get("prompt_eval_cached_count")),
             )
             return content, True
         return content, False

@@ -15,7 +15,8 @@ from typing import Any
 import requests
 
 from piagent.errors import ModelMissing, ProviderBusy, ProviderError, ProviderFailed
-from piagent.providers.base import ModelState, Options, Readiness, Usage
+from piagent.providers.base import ModelState, Options, Readiness
+from piagent.providers.counts import count, member, openai_usage
 from piagent.providers.http import HttpProvider, LineStream
 
 # Statuses that mean "try again shortly" rather than "broken".
@@ -165,7 +166,8 @@ class OpenAIStream(LineStream):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._finish_reason: str | None = None
-        self._counts: tuple[int | None, int | None] = (None, None)
+        self._usage: Any = None
+        self._timings: Any = None
 
     def _parse(self, line: bytes) -> tuple[str, bool]:
         line = line.rstrip(b"\r")
@@ -175,8 +177,10 @@ class OpenAIStream(LineStream):
             raise self._malformed(line)
         data = line[5:].removeprefix(b" ")
         if data.strip() == b"[DONE]":
-            prompt, reply = self._counts
-            self.usage = Usage(prompt, reply, self._finish_reason)
+            reply = count(member(self._usage, "completion_tokens"))
+            self.usage = openai_usage(
+                self._usage, self._timings, reply, self._finish_reason
+            )
             return "", True
         try:
             item = json.loads(data.decode("utf-8"))
@@ -188,12 +192,10 @@ class OpenAIStream(LineStream):
             error = item["error"]
             message = error.get("message") if isinstance(error, dict) else None
             raise self._failure(f"{self._provider.label} error: {message or error}")
-        usage = item.get("usage")
-        if isinstance(usage, dict):
-            self._counts = (
-                _count(usage.get("prompt_tokens")),
-                _count(usage.get("completion_tokens")),
-            )
+        if isinstance(item.get("usage"), dict):
+            self._usage = item["usage"]
+        if isinstance(item.get("timings"), dict):  # llama-server's own counts
+            self._timings = item["timings"]
         choices = item.get("choices")
         if not isinstance(choices, list):
             raise self._malformed(line)
@@ -215,7 +217,3 @@ class OpenAIStream(LineStream):
             f"malformed line from {self._provider.label} ({len(line)} bytes, "
             "not a chat chunk)"
         )
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

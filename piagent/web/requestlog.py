@@ -57,6 +57,7 @@ def build_record(
         "model": turn.agent.model if turn is not None else None,
         "conversation_id": turn.conversation_id if turn is not None else None,
         "prompt_tokens": None,
+        "cached_prompt_tokens": None,
         "reply_tokens": None,
         "ttft_s": None,
         "tokens_per_s": None,
@@ -64,6 +65,7 @@ def build_record(
     }
     if stats is not None:
         record["prompt_tokens"] = stats.prompt_tokens
+        record["cached_prompt_tokens"] = stats.cached_prompt_tokens
         record["reply_tokens"] = stats.reply_tokens
         if stats.first_token_at is not None:
             record["ttft_s"] = _rounded(stats.first_token_at - started)
@@ -90,11 +92,17 @@ def format_text(record: dict[str, Any]) -> str:
         ("model", "model={}"),
         ("conversation_id", "conv={}"),
         ("prompt_tokens", "prompt={}tok"),
+        # 0 is a fact here (nothing came from the cache), not an absent one.
+        ("cached_prompt_tokens", "cached={}tok"),
         ("reply_tokens", "reply={}tok"),
         ("ttft_s", "ttft={}s"),
         ("tokens_per_s", "{}tok/s"),
     )
-    parts += [label.format(record[key]) for key, label in labelled if record[key]]
+    parts += [
+        label.format(record[key])
+        for key, label in labelled
+        if record[key] or (key == "cached_prompt_tokens" and record[key] == 0)
+    ]
     for key in ("message", "reply"):
         if key in record:
             parts.append(f"{key}={json.dumps(record[key], ensure_ascii=False)}")

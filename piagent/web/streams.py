@@ -117,16 +117,21 @@ def finish_reason(stats: TurnStats) -> str:
     return "length" if reason in LENGTH_REASONS else "stop"
 
 
-def usage_block(stats: TurnStats) -> dict[str, int] | None:
-    """OpenAI's usage from the model server's own counts; None if it sent none."""
+def usage_block(stats: TurnStats) -> dict[str, Any] | None:
+    """OpenAI's usage from the model server's own counts; None if it sent none.
+    `prompt_tokens_details.cached_tokens` only when the server said how much
+    of the prompt came from its cache."""
     prompt, reply = stats.prompt_tokens, stats.reply_tokens
     if prompt is None or reply is None:
         return None
-    return {
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": reply,
         "total_tokens": prompt + reply,
     }
+    if stats.cached_prompt_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": stats.cached_prompt_tokens}
+    return usage
 
 
 def _data(item: Any) -> bytes:

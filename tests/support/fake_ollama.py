@@ -10,6 +10,10 @@ Usage:
         ...point piagent at fake.url...; fake.wait_for_disconnect(2.0)
 
 A reply longer than options.num_predict is cut there, with done_reason "length".
+Chat prompts go through a deterministic prompt-cache model (bench.prefix_cache,
+one slot): the final line reports the whole prompt as prompt_eval_count and the
+reused part as prompt_eval_cached_count, as Ollama 0.30+ does, and
+`prompt_cost` delays the first token per token the model had to read.
 Order on POST /api/chat and /api/generate: the body is read and recorded, then
 drop_before, hang, first_delay, 400 (bad body / no model), 404 (unknown model),
 status_400/500/503, load-only requests, then the reply with any mid-stream fault.
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from bench.prefix_cache import Evaluation, PromptCache, prompt_tokens
 
 VERSION = "0.12.0"
 DEFAULT_TOKENS = ("Bonjour", "!", " Café", " crème", " —", " naïve", " 🙂", " ok", ".")
@@ -60,6 +66,9 @@ class Behaviour:
     # Send a stream's lines in one write, as a model faster than its reader
     # looks from the other side: every line arrives in one read.
     burst: bool = False
+    # Seconds per prompt token the model must read (not found in its prompt
+    # cache, bench.prefix_cache) before the first token of a chat reply.
+    prompt_cost: float = 0.0
 
     def __post_init__(self) -> None:
         # A typo in a fault name would otherwise silently test the happy path.
@@ -240,6 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         behaviour = self.fake.behaviour
         self._sent, self._total = 0, len(behaviour.tokens)
+        self._generation: tuple[Evaluation, list[str], list[str]] | None = None
         try:
             self._post(behaviour)
         except _ClientGone:
@@ -248,6 +258,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except (_Stopping, OSError):
             self.close_connection = True
+        finally:
+            if self._generation is not None:  # what was produced stays cached
+                cost, prompt, tokens = self._generation
+                reply = "".join(tokens[: self._sent])
+                self.fake.prompt_cache.generated(cost, prompt, reply)
 
     def _post(self, b: Behaviour) -> None:
         t0 = time.monotonic_ns()
@@ -273,7 +288,8 @@ class _Handler(BaseHTTPRequestHandler):
         messages = (
             req.get("messages") or [] if chat else [{"content": req.get("prompt")}]
         )
-        texts = [str(m.get("content") or "") for m in messages if isinstance(m, dict)]
+        messages = [m for m in messages if isinstance(m, dict)]
+        texts = [str(m.get("content") or "") for m in messages]
 
         def line(text: str, **extra: Any) -> dict[str, Any]:
             body = {"model": model, "created_at": _now()}
@@ -289,11 +305,20 @@ class _Handler(BaseHTTPRequestHandler):
             reason = "unload" if unload else "load"
             return self._send(200, _dumps(line("", done_reason=reason, done=True)))
         self.fake._mark_loaded(model, True)
+        prompt = prompt_tokens(messages) if chat else []
+        cost = self.fake.prompt_cache.evaluate(prompt) if chat else None
+        if cost is not None:
+            self.fake._evaluated(cost)
+            self._pause(b.prompt_cost * cost.evaluated)
 
         def final(text: str = "") -> bytes:
             total = max(time.monotonic_ns() - t0, 4)
             metrics = {"total_duration": total, "load_duration": total // 4}
-            metrics.update(prompt_eval_count=sum(map(len, texts)) // 4 + 1)
+            if cost is None:
+                metrics.update(prompt_eval_count=sum(map(len, texts)) // 4 + 1)
+            else:
+                metrics.update(prompt_eval_count=cost.total)
+                metrics.update(prompt_eval_cached_count=cost.cached)
             metrics.update(prompt_eval_duration=total // 4, eval_count=self._sent)
             metrics.update(eval_duration=total // 2)
             return _dumps(line(text, done_reason=reason, done=True, **metrics))
@@ -306,6 +331,8 @@ class _Handler(BaseHTTPRequestHandler):
         reason = "stop"
         if isinstance(limit, int) and 0 < limit < len(tokens):
             tokens, reason = tokens[:limit], "length"
+        if cost is not None:
+            self._generation = (cost, prompt, tokens)
         if req.get("stream", True) is False:
             self._pause(b.delay * len(tokens))
             if fault == "hang_mid":
@@ -354,6 +381,9 @@ class FakeOllama:
         self.behaviour = Behaviour()
         self.requests: list[dict[str, Any]] = []
         self.disconnects: list[Disconnect] = []
+        # The prompt cache of the one model slot, and what each chat cost.
+        self.prompt_cache = PromptCache()
+        self.evaluations: list[Evaluation] = []
         self.connections = 0
         self._cond = threading.Condition()
         self._seen = 0
@@ -395,6 +425,8 @@ class FakeOllama:
             self.behaviour = Behaviour()
             self.requests.clear()
             self.disconnects.clear()
+            self.prompt_cache = PromptCache()
+            self.evaluations.clear()
             self.connections = self._seen = 0
             self._loaded.clear()
 
@@ -420,6 +452,10 @@ class FakeOllama:
             self.connections += opened
             (self._socks.add if opened else self._socks.discard)(sock)
             self._cond.notify_all()
+
+    def _evaluated(self, evaluation: Evaluation) -> None:
+        with self._cond:
+            self.evaluations.append(evaluation)
 
     def _record(self, disconnect: Disconnect) -> None:
         with self._cond:

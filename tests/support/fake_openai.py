@@ -13,14 +13,18 @@ and speaks like llama-server: POST /v1/chat/completions streams
 `data: {chat.completion.chunk}` events and `data: [DONE]`, with a usage chunk
 when `stream_options.include_usage` is set; GET /v1/models lists
 `behaviour.models`. A reply longer than max_tokens is cut there with
-finish_reason "length". Faults map as for Ollama: error_first and error_line are a
-`data: {"error": ...}` event, no_done leaves out `data: [DONE]`, status_* and an
-unknown model answer OpenAI's error shape. With `api_key` set, requests without
-`Authorization: Bearer <key>` get a 401.
+finish_reason "length". Prompts go through the same prompt-cache model as the
+fake Ollama's: usage says `prompt_tokens` (the whole prompt) and
+`prompt_tokens_details.cached_tokens`, and the last chunk carries llama-server's
+`timings` (`cache_n`, `prompt_n`). Faults map as for Ollama: error_first and
+error_line are a `data: {"error": ...}` event, no_done leaves out
+`data: [DONE]`, status_* and an unknown model answer OpenAI's error shape.
+With `api_key` set, requests without `Authorization: Bearer <key>` get a 401.
 """
 
 from typing import Any
 
+from bench.prefix_cache import prompt_tokens
 from tests.support.fake_ollama import (
     MALFORMED_LINE,
     MID_FAULTS,
@@ -98,8 +102,18 @@ class _OpenAIHandler(_Handler):
         limit, reason = req.get("max_tokens"), "stop"
         if isinstance(limit, int) and 0 < limit < len(tokens):
             tokens, reason = tokens[:limit], "length"
-        prompt_tokens = sum(len(str(m.get("content"))) for m in req["messages"]) // 4
-        usage = {"prompt_tokens": prompt_tokens + 1}
+        messages = [m for m in req["messages"] if isinstance(m, dict)]
+        prompt = prompt_tokens(messages)
+        cost = self.fake.prompt_cache.evaluate(prompt)
+        self.fake._evaluated(cost)
+        self._generation = (cost, prompt, tokens)
+        self._pause(b.prompt_cost * cost.evaluated)
+        # As llama-server counts: the whole prompt, and the part from its cache.
+        usage: dict[str, Any] = {
+            "prompt_tokens": cost.total,
+            "prompt_tokens_details": {"cached_tokens": cost.cached},
+        }
+        timings = {"cache_n": cost.cached, "prompt_n": cost.evaluated}
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
             choice = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -133,13 +147,18 @@ class _OpenAIHandler(_Handler):
         elif fault == "malformed_line":
             self._chunk(b"data: " + MALFORMED_LINE + b"\n")
         else:
-            self._event(chunk({}, reason))
+            # llama-server puts its timings on the last chunk before [DONE].
+            finish = chunk({}, reason)
+            timings.update(predicted_n=self._sent)
             if (req.get("stream_options") or {}).get("include_usage"):
+                self._event(finish)
                 usage.update(completion_tokens=self._sent)
                 usage["total_tokens"] = usage["prompt_tokens"] + self._sent
                 final = chunk({})
-                final.update(choices=[], usage=usage)
+                final.update(choices=[], usage=usage, timings=timings)
                 self._event(final)
+            else:
+                self._event({**finish, "timings": timings})
             if fault != "no_done":
                 self._event(b"[DONE]")
         self._chunk(b"")
