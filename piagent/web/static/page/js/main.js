@@ -172,8 +172,9 @@ function usageLine(usage) {
   const parts = [];
   if (usage.ttft_s != null) parts.push(`first token after ${usage.ttft_s.toFixed(2)} s`);
   if (usage.tokens_per_s != null) parts.push(`${usage.tokens_per_s.toFixed(1)} tokens/s`);
-  if (usage.prompt_tokens != null) parts.push(`${usage.prompt_tokens} prompt tokens`);
-  if (usage.reply_tokens != null) parts.push(`${usage.reply_tokens} reply tokens`);
+  const count = (n, what) => `${n} ${what} token${n === 1 ? "" : "s"}`;
+  if (usage.prompt_tokens != null) parts.push(count(usage.prompt_tokens, "prompt"));
+  if (usage.reply_tokens != null) parts.push(count(usage.reply_tokens, "reply"));
   return parts.join(" · ");
 }
 
@@ -189,7 +190,7 @@ async function send() {
   if (!message.trim() || state.controller) return;
   clearAlert();
   ui.message.value = "";
-  addMessage("user", message);
+  const asked = addMessage("user", message);
   const box = addMessage("assistant", "");
   const reply = liveReply(box);
   const controller = new AbortController();
@@ -212,10 +213,15 @@ async function send() {
     const text = reply.finish();
     if (error.name === "AbortError") {
       addNote(box, "status", text ? "Stopped; the part above is kept." : "Stopped.");
+    } else if (text) {
+      addNote(box, "status", "The reply ended early; the part above is kept.");
+      showAlert(error.message, error.retryAfter ?? null);
     } else {
-      if (!text) box.remove();
-      else addNote(box, "status", "The reply ended early.");
-      if (!text && !state.conversationId) ui.message.value = message;
+      // Nothing came back: the message was not taken. Give it back to send again.
+      asked.remove();
+      box.remove();
+      if (!ui.transcript.querySelector(".message")) ui.empty.hidden = false;
+      if (!ui.message.value) ui.message.value = message;
       showAlert(error.message, error.retryAfter ?? null);
     }
   } finally {
@@ -350,4 +356,5 @@ showKeyNote();
 renderList();
 busy(false);
 loadAgents();
-ui.message.focus();
+// Not on a touch screen: focusing there would pop the keyboard up at once.
+if (matchMedia("(pointer: fine)").matches) ui.message.focus();
