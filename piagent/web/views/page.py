@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from piagent.settings import Settings
+from piagent.web.apidoc import Reply, operation
 from piagent.web.guards.auth import public
 from piagent.web.static_files import PAGE_CSP, STATIC, security_headers, send_static
 
@@ -23,8 +24,16 @@ def enabled(settings: Settings) -> bool:
     return settings.web_ui
 
 
+HTML = {"text/html": {"schema": {"type": "string"}}}
+FILE = {"*/*": {"schema": {"type": "string"}}}
+NOT_MODIFIED = Reply("Not modified: the ETag matched.")
+
+
 @bp.get("/")
 @public
+@operation(
+    tag="page", replies={200: Reply("The page.", content=HTML), 304: NOT_MODIFIED}
+)
 def index() -> Response:
     """The chat page."""
     return send_static(PAGE, "index.html")
@@ -32,6 +41,11 @@ def index() -> Response:
 
 @bp.get("/static/<path:name>")
 @public
+@operation(
+    tag="page",
+    replies={200: Reply("The file.", content=FILE), 304: NOT_MODIFIED},
+    errors=(404,),
+)
 def static_file(name: str) -> Response:
     """The page's stylesheet and scripts."""
     return send_static(PAGE, name)
