@@ -10,6 +10,7 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     validate,
     validates,
     validates_schema,
@@ -129,6 +130,14 @@ class ChatMessageSchema(Schema):
         ),
     )
     content = MessageContent(required=True, allow_none=True)
+
+    @post_load
+    def _null_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # allow_none hands None through without MessageContent seeing it;
+        # OpenAI's clients send null content for some assistant turns.
+        if data.get("content") is None:
+            data["content"] = ""
+        return data
 
 
 class StreamOptionsSchema(Schema):
