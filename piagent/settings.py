@@ -329,8 +329,8 @@ class Settings:
     )
     rate_limit_default: str = setting(
         "120/minute",
-        "Limits on the other endpoints except /health, per key or address; "
-        "empty: none.",
+        "Limits on the other endpoints except /health, the chat page and the API "
+        "docs, per key or address; empty: none.",
         rate_limits,
     )
     cors_origins: str = setting(

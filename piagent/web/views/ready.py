@@ -26,9 +26,9 @@ bp = Blueprint("ready", __name__)
     },
 )
 def ready() -> Response:
-    """200 when /chat can work, else 503 with the reason; never a 500.
+    """Readiness: 200 when /chat can work, else 503 with the reason.
 
-    Each model is reported as pulled and loaded (warm: its first token will
+    Never a 500. Each model is reported as pulled and loaded (warm: its first token will
     not wait for a load). Unlike /health this asks Ollama, so keep it off
     tight liveness loops.
     """
