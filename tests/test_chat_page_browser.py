@@ -247,6 +247,7 @@ def test_429_shows_a_live_countdown(browser, start_server, ollama):
     [
         ("status_500", "The model server is not answering"),
         ("hang", "The model took too long to answer"),
+        ("status_503", "piagent is busy"),
     ],
 )
 def test_model_server_errors_are_said_in_words(browser, page, ollama, fault, words):
@@ -254,6 +255,35 @@ def test_model_server_errors_are_said_in_words(browser, page, ollama, fault, wor
     type_message(browser, "hello?")
     browser.wait(lambda: words in alert_text(browser), 8, words)
     assert replies(browser) == []
+    if fault == "status_503":  # Retry-After: 5, counted down
+        assert re.search(r"Try again in [1-5] s", alert_text(browser))
+
+
+def test_sse_parsing_of_comments_crlf_and_split_reads(browser, page):
+    events = browser.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/js/api.js').then(({parseSSE}) => {"
+        '  const text = \': ping\\r\\n\\r\\nevent: token\\r\\ndata: {"text":"a"}'
+        "\\r\\n\\r\\nevent: done\\ndata: {}\\n\\nevent: tok';"
+        "  const [found, rest] = parseSSE(text);"
+        "  done([found, rest]);"
+        "});"
+    )
+    assert events == [
+        [{"event": "token", "data": '{"text":"a"}'}, {"event": "done", "data": "{}"}],
+        "event: tok",
+    ]
+
+
+def test_a_long_reply_arrives_whole(browser, start_server, ollama):
+    """2,000 tokens, rendered at most once an animation frame, none lost."""
+    server = start_server(CTX_TOKENS="4096", MAX_TOKENS="2000")
+    browser.open(server.url + "/")
+    agents_loaded(browser)
+    ollama.behaviour = Behaviour(tokens=[f"w{i} " for i in range(2000)], burst=True)
+    type_message(browser, "a long reply")
+    text = wait_reply_done(browser, timeout=20)
+    assert text.split() == [f"w{i}" for i in range(2000)]
 
 
 @pytest.mark.parametrize(

@@ -156,6 +156,10 @@ def test_documents_need_no_key_and_api_docs_false_turns_them_off():
         assert asset.status_code == 200
         asset.close()
         assert client.get("/agents").status_code == 401
+    with make_app().test_client() as client:
+        for path in ("/docs/nope.js", "/docs/..%2fstatic_files.py", "/docs/%2e%2e"):
+            missing = client.get(path)
+            assert missing.status_code == 404 and "detail" in missing.get_json()
     with make_app(api_docs=False).test_client() as client:
         for path in ("/openapi.json", "/docs", "/docs/docs.js"):
             assert client.get(path).status_code == 404
