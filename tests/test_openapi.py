@@ -109,6 +109,12 @@ def test_the_error_table_and_its_shapes(doc):
     assert {ref.rsplit("/", 1)[1] for ref in schema_of.values()} == {"Error"}
     assert "Retry-After" in responses["429"]["headers"]
     assert "X-RateLimit-Remaining" in responses["429"]["headers"]
+    # On every limited answer, when limits are set; never on public views.
+    assert "X-RateLimit-Reset" in responses["200"]["headers"]
+    assert (
+        "X-RateLimit-Reset"
+        not in doc["paths"]["/health"]["get"]["responses"]["200"]["headers"]
+    )
     assert "Retry-After" in responses["503"]["headers"]
     assert "WWW-Authenticate" in responses["401"]["headers"]
     # Given once the body was read only: not on 400, 401, 413, 415, 429.

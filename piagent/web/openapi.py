@@ -45,14 +45,11 @@ ERRORS = {
     504: "The model server sent nothing within MODEL_TIMEOUT, or the generation "
     "outlived MAX_GENERATION_SECONDS.",
 }
+# On every answer of a view that rate limits apply to, when some are set.
+RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 ERROR_HEADERS = {
     401: ("WWW-Authenticate",),
-    429: (
-        RETRY_AFTER,
-        "X-RateLimit-Limit",
-        "X-RateLimit-Remaining",
-        "X-RateLimit-Reset",
-    ),
+    429: (RETRY_AFTER,),
     503: (RETRY_AFTER,),
 }
 HEADERS: dict[str, dict[str, Any]] = {
@@ -217,8 +214,9 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": body}},
         }
+    limited = () if public else RATE_LIMIT_HEADERS
     for status, reply in record.replies.items():
-        operation["responses"][str(status)] = _reply(reply)
+        operation["responses"][str(status)] = _reply(reply, limited)
     errors = set(record.errors)
     if record.body is not None:
         errors |= {400, 413, 415}
@@ -230,7 +228,7 @@ def _operation(
         # Headers such as X-Conversation-Id come once the body was read, so
         # on the view's own errors, not on the guards' or the body reader's.
         extra = record.error_headers if status in record.errors else ()
-        operation["responses"][str(status)] = _error(status, extra, openai)
+        operation["responses"][str(status)] = _error(status, extra + limited, openai)
     return operation
 
 
@@ -243,10 +241,10 @@ def _headers(names: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
     return found
 
 
-def _reply(reply: Any) -> dict[str, Any]:
+def _reply(reply: Any, limited: tuple[str, ...]) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "description": reply.description,
-        "headers": _headers(reply.headers, reply.required_headers),
+        "headers": _headers(reply.headers + limited, reply.required_headers),
     }
     content = {}
     if reply.schema is not None:
