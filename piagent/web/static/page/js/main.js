@@ -347,6 +347,12 @@ ui.forgetKey.addEventListener("click", () => {
   apiKey.forget();
   showKeyNote();
 });
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && ui.sidebar.classList.contains("open")) {
+    closeList();
+    ui.toggleList.focus();
+  }
+});
 ui.toggleList.addEventListener("click", () => {
   const open = ui.sidebar.classList.toggle("open");
   ui.toggleList.setAttribute("aria-expanded", String(open));
