@@ -320,6 +320,22 @@ def test_360_px_wide_has_no_horizontal_scroll(browser, page, ollama, screenshots
         " document.documentElement.clientWidth]"
     )
     assert widths[0] <= widths[1] == 360
+    # The conversation list folds behind a button; Escape folds it again.
+    from selenium.webdriver.common.keys import Keys
+
+    new = browser.button("New conversation")
+    assert not new.is_displayed()
+    toggle = browser.button("Conversations")
+    toggle.click()
+    browser.wait(new.is_displayed, 3, "list shown")
+    assert toggle.get_attribute("aria-expanded") == "true"
+    toggle.send_keys(Keys.ESCAPE)
+    browser.wait(lambda: not new.is_displayed(), 3, "list folded")
+    toggle.click()
+    browser.wait(new.is_displayed, 3, "list shown again")
+    new.click()
+    browser.wait(lambda: replies(browser) == [], 3, "a new conversation")
+    assert not new.is_displayed()
 
 
 def test_screenshots(browser, page, ollama, screenshots):
