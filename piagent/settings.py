@@ -303,6 +303,16 @@ class Settings:
         "Seconds to connect to Redis or wait for its answer before a 503.",
         above(0, "seconds"),
     )
+    # --- Browser: the chat page and the API's own description ---
+    web_ui: bool = setting(
+        True,
+        "Serve the chat page at / (and its files under /static/); false: / is a 404.",
+    )
+    api_docs: bool = setting(
+        True,
+        "Serve the OpenAPI document at /openapi.json and its viewer at /docs, "
+        "without a key; false: both are 404s.",
+    )
     # --- LAN security: API keys, rate limits, CORS, the generation queue ---
     bind: str = setting(
         "127.0.0.1:8000",
@@ -327,8 +337,8 @@ class Settings:
     )
     rate_limit_default: str = setting(
         "120/minute",
-        "Limits on the other endpoints except /health, per key or address; "
-        "empty: none.",
+        "Limits on the other endpoints except /health, the chat page and the API "
+        "docs, per key or address; empty: none.",
         rate_limits,
     )
     cors_origins: str = setting(

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from piagent import create_app
 from piagent.settings import Settings
+from tests.support.browser import Browser, browser_available
 from tests.support.fake_ollama import FakeOllama
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.redis_server import RedisServer, redis_available
@@ -165,3 +166,25 @@ def memory_env(
         redis_url = request.getfixturevalue("redis_server").url
         return {"MEMORY_BACKEND": "redis", "REDIS_URL": redis_url}
     return {}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless chromium for the session; CI installs it, so CI never skips."""
+    if not browser_available():
+        if os.environ.get("CI"):
+            pytest.fail("chromium or chromedriver is missing; .ci/run installs them")
+        pytest.skip(
+            "chromium is not installed (apt-get install chromium chromium-driver)"
+        )
+    found = Browser()
+    yield found
+    found.quit()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where browser tests save screenshots: PIAGENT_SCREENSHOTS (e.g.
+    docs/screenshots, to update the README's), else a temporary directory."""
+    chosen = os.environ.get("PIAGENT_SCREENSHOTS")
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")

@@ -127,7 +127,8 @@ def curl_examples() -> list[tuple[str, str]]:
         for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
             joined = block.replace("\\\n", " ")
             for line in joined.splitlines():
-                command = line.split(" # ", 1)[0].strip()
+                # What a pipe does with the answer is not the request.
+                command = line.split(" # ", 1)[0].split(" | ", 1)[0].strip()
                 if command.startswith("curl ") and re.search(
                     r"http://(127\.0\.0\.1:8000|pi\.local)/", command
                 ):

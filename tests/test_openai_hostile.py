@@ -70,3 +70,16 @@ def test_random_completion_requests_never_break_the_contract(app, ollama, body, 
         assert data.endswith(b"data: [DONE]\n\n") or b'data: {"error"' in data
     else:
         assert json.loads(data)["object"] == "chat.completion"
+
+
+def test_null_content_is_empty_text_not_a_500(app, ollama):
+    """Found by the OpenAPI fuzzer: a message whose content is null."""
+    body = {
+        "model": "general",
+        "messages": [{"role": "user", "content": None}],
+    }
+    response = app.test_client().post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"].endswith("must contain some text")
+    body["messages"].append({"role": "user", "content": "hi"})
+    assert app.test_client().post("/v1/chat/completions", json=body).status_code == 200

@@ -12,15 +12,28 @@ from piagent.web.guards import install_guards
 from piagent.web.requestlog import init_request_log
 from piagent.web.views import (
     agents,
+    api_docs,
     chat,
     conversations,
     health,
     openai_chat,
     openai_models,
+    page,
     ready,
 )
 
-VIEWS = (health, ready, agents, chat, conversations, openai_chat, openai_models)
+# A view module may define `enabled(settings) -> bool`; it is registered only then.
+VIEWS = (
+    health,
+    ready,
+    agents,
+    chat,
+    conversations,
+    openai_chat,
+    openai_models,
+    page,
+    api_docs,
+)
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -34,14 +47,18 @@ class JSONProvider(DefaultJSONProvider):
 def build_app(services: Services, keys: ApiKeys) -> Flask:
     """The WSGI app around `services`; nothing here talks to a model server."""
     settings = services.settings
-    app = Flask("piagent")
+    # No app-wide static folder: the views that serve files (page, api_docs)
+    # own their routes and headers.
+    app = Flask("piagent", static_folder=None)
     app.json = JSONProvider(app)
     # One byte over the limit, so read_json_object can see a chunked body is too
     # large; at the limit exactly, werkzeug would silently truncate it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions[EXTENSION] = services
     for view in VIEWS:
-        app.register_blueprint(view.bp)
+        enabled = getattr(view, "enabled", None)
+        if enabled is None or enabled(settings):
+            app.register_blueprint(view.bp)
     register_error_handlers(app)
     init_request_log(app, settings)
     install_guards(app, settings, keys, generating=[chat.bp, openai_chat.bp])

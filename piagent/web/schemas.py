@@ -10,6 +10,7 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     validate,
     validates,
     validates_schema,
@@ -23,6 +24,9 @@ from piagent.errors import InvalidFields
 # log's X-Request-Id.
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CONVERSATION_ID_RULE = "conversation_id must be 1-128 of A-Z a-z 0-9 . _ : -"
+# Marks a field that names an agent: the OpenAPI document gives it the
+# configured agents as an enum.
+AGENT_MARK = "x-piagent-agent"
 
 
 class StrictBoolean(fields.Boolean):
@@ -47,6 +51,8 @@ class ChatRequestSchema(Schema):
             AGENT_NAME.pattern + r"\Z",
             error="agent names are lower-case letters, digits, '-' and '_'",
         ),
+        # The OpenAPI document lists the configured agents here.
+        metadata={AGENT_MARK: True},
     )
     stream = StrictBoolean(load_default=False)
     conversation_id = fields.String(
@@ -58,6 +64,12 @@ class ChatRequestSchema(Schema):
     def __init__(self, max_message_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_message_chars = max_message_chars
+        # What _check_message holds it to, for the OpenAPI document: some
+        # non-blank character, and the instance's own limit.
+        self.fields["message"].metadata = {
+            "maxLength": max_message_chars,
+            "pattern": r"\S",
+        }
 
     @validates("message")
     def _check_message(self, value: str, **kwargs: Any) -> None:
@@ -123,6 +135,14 @@ class ChatMessageSchema(Schema):
     )
     content = MessageContent(required=True, allow_none=True)
 
+    @post_load
+    def _null_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # allow_none hands None through without MessageContent seeing it;
+        # OpenAI's clients send null content for some assistant turns.
+        if data.get("content") is None:
+            data["content"] = ""
+        return data
+
 
 class StreamOptionsSchema(Schema):
     """/v1's stream_options: only include_usage is honoured."""
@@ -140,7 +160,9 @@ class ChatCompletionSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(
+        required=True, validate=validate.Length(min=1), metadata={AGENT_MARK: True}
+    )
     messages = fields.List(
         fields.Nested(ChatMessageSchema),
         required=True,
@@ -181,6 +203,16 @@ class ChatCompletionSchema(Schema):
                 )
         if not any(message["content"].strip() for message in value):
             raise ValidationError("messages must contain some text", "messages")
+
+
+class ConversationPathSchema(Schema):
+    """The path of /conversations/<conversation_id>, for the OpenAPI document;
+    conversation_id_or_422 holds it to the same pattern."""
+
+    conversation_id = fields.String(
+        required=True,
+        validate=validate.Regexp(SAFE_ID.pattern + r"\Z", error=CONVERSATION_ID_RULE),
+    )
 
 
 def load_or_422(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 from piagent.errors import Unauthorized
 from piagent.keys import ApiKeys
 
 log = logging.getLogger("piagent")
 
-# The paths anyone may call without a key; rate limits leave them alone too.
-OPEN_PATHS = frozenset({"/health"})
+View = TypeVar("View", bound=Callable[..., object])
+PUBLIC = "piagent_public"
+
+
+def public(view: View) -> View:
+    """Mark a view as open to anyone: no API key, and no rate limit.
+
+    For what must answer before a client has a key or costs next to nothing:
+    /health, the chat page and its files (the page must load to ask for a
+    key), the API's description. Declared where the view is, so a new view
+    is guarded unless it says otherwise; the OpenAPI document reads the same
+    mark (no security requirement).
+    """
+    setattr(view, PUBLIC, True)
+    return view
+
+
+def is_public_view(view: Callable[..., object] | None) -> bool:
+    return bool(getattr(view, PUBLIC, False))
+
+
+def is_public() -> bool:
+    """Whether the current request is for a view marked @public."""
+    endpoint = request.endpoint
+    return endpoint is not None and is_public_view(
+        current_app.view_functions.get(endpoint)
+    )
 
 
 @dataclass(frozen=True)
@@ -67,14 +94,14 @@ def caller(keys: ApiKeys) -> Caller:
 
 
 def install_auth(app: Flask, keys: ApiKeys) -> None:
-    """Answer 401 to every request without a valid key, except /health and
-    CORS preflights (browsers never send credentials on those)."""
+    """Answer 401 to every request without a valid key, except @public views
+    and CORS preflights (browsers never send credentials on those)."""
     if not keys:
         return
 
     @app.before_request
     def require_api_key() -> None:
-        if request.path in OPEN_PATHS or request.method == "OPTIONS":
+        if request.method == "OPTIONS" or is_public():
             return
         found = caller(keys)
         if found.authorized:

@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, request
 
 from piagent.keys import ApiKeys
 from piagent.settings import Settings
-from piagent.web.guards.auth import OPEN_PATHS, caller
+from piagent.web.guards.auth import caller, is_public
 
 if TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -25,7 +25,8 @@ def install_rate_limits(
 ) -> Limiter | None:
     """RATE_LIMIT_CHAT on the generating blueprints (/chat and
     /v1/chat/completions, one budget for both), RATE_LIMIT_DEFAULT on the rest
-    except the OPEN_PATHS (/health) and CORS preflights, which are never limited.
+    except @public views (/health, the chat page, the API docs) and CORS
+    preflights, which are never limited.
 
     Must be installed before the API-key check: a request with a wrong key is
     then counted against its client address, so guessing keys is rate limited
@@ -62,7 +63,7 @@ def install_rate_limits(
 
     @limiter.request_filter
     def unlimited() -> bool:
-        return request.method == "OPTIONS" or request.path in OPEN_PATHS
+        return request.method == "OPTIONS" or is_public()
 
     # after_request functions run in reverse order: this one runs after
     # Flask-Limiter's, which rounds a retry under a second down to 0.

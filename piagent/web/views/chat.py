@@ -13,17 +13,23 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from piagent.events import Done
+from piagent.web.apidoc import CONVERSATION_ID, Reply, event_stream, operation
 from piagent.web.body import read_json_object
 from piagent.web.client import client_probe
 from piagent.web.context import services
+from piagent.web.reply_schemas import ChatReplySchema
 from piagent.web.schemas import load_or_422, sent_conversation_id
 from piagent.web.streams import (
     CONTENT_TYPES,
     FORMATS,
+    NDJSON,
+    SSE,
     STREAM_HEADERS,
     TEXT,
     framer,
 )
+
+EVENTS = ("TokenEvent", "DoneEvent", "StreamErrorEvent")
 
 bp = Blueprint("chat", __name__)
 
@@ -34,7 +40,48 @@ def stream_format() -> str:
 
 
 @bp.post("/chat")
+@operation(
+    tag="chat",
+    body=lambda found: found.chat_schema,
+    replies={
+        200: Reply(
+            "The reply: JSON, or with `stream: true` a stream in the format the "
+            "Accept header prefers.",
+            ChatReplySchema,
+            content={
+                TEXT: {
+                    "schema": {
+                        "type": "string",
+                        "description": "The tokens as they come; a failure after "
+                        "the first ends the transfer without its last chunk.",
+                    }
+                },
+                SSE: event_stream(
+                    "Server-sent events: `event: token` (TokenEvent) per token, "
+                    "then `event: done` (DoneEvent) or `event: error` "
+                    "(StreamErrorEvent); `: ping` comments until the first token.",
+                    EVENTS,
+                ),
+                NDJSON: event_stream(
+                    'One JSON object a line: {"event": "token", ...TokenEvent}, '
+                    "then done (DoneEvent) or error (StreamErrorEvent); "
+                    '{"event": "ping"} until the first token.',
+                    EVENTS,
+                ),
+            },
+            required_headers=(CONVERSATION_ID,),
+        )
+    },
+    errors=(422, 502, 503, 504),
+    error_headers=(CONVERSATION_ID,),
+)
 def chat() -> Response:
+    """One message in, a JSON reply or a live stream out.
+
+    The agent's system prompt and the conversation's recent turns go to the
+    model with the message. Leave out `conversation_id` to start a new
+    conversation; its id comes back in the body and in X-Conversation-Id.
+    """
     found = services()
     payload = read_json_object(found.settings.max_body_bytes)
     # A rejected turn still names the conversation the client meant.

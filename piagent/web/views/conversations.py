@@ -7,13 +7,21 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, jsonify
 
 from piagent.errors import ConversationNotFound
+from piagent.web.apidoc import Reply, operation
 from piagent.web.context import services
-from piagent.web.schemas import conversation_id_or_422
+from piagent.web.reply_schemas import ConversationSchema
+from piagent.web.schemas import ConversationPathSchema, conversation_id_or_422
 
 bp = Blueprint("conversations", __name__)
 
 
 @bp.get("/conversations/<conversation_id>")
+@operation(
+    tag="conversations",
+    path_schema=ConversationPathSchema,
+    replies={200: Reply("The stored messages, oldest first.", ConversationSchema)},
+    errors=(404, 422, 503),
+)
 def read(conversation_id: str) -> Response:
     """The stored window, oldest first; looking does not keep it alive."""
     conversation_id = conversation_id_or_422(conversation_id)
@@ -33,6 +41,12 @@ def read(conversation_id: str) -> Response:
 
 
 @bp.delete("/conversations/<conversation_id>")
+@operation(
+    tag="conversations",
+    path_schema=ConversationPathSchema,
+    replies={204: Reply("Forgotten, or there was nothing to forget.")},
+    errors=(422, 503),
+)
 def forget(conversation_id: str) -> tuple[str, int]:
     """Forget it; a conversation that is already gone is forgotten too (204)."""
     conversation_id = conversation_id_or_422(conversation_id)

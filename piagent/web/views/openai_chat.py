@@ -14,9 +14,11 @@ import uuid
 from flask import Blueprint, Response, g, jsonify, request
 
 from piagent.providers import Options
+from piagent.web.apidoc import Reply, event_stream, operation
 from piagent.web.body import read_json_object
 from piagent.web.client import client_probe
 from piagent.web.context import services
+from piagent.web.reply_schemas import ChatCompletionReplySchema
 from piagent.web.schemas import load_or_422
 from piagent.web.streams import (
     CONTENT_TYPES,
@@ -31,7 +33,29 @@ bp = Blueprint("openai_chat", __name__)
 
 
 @bp.post("/v1/chat/completions")
+@operation(
+    tag="openai",
+    body=lambda found: found.completion_schema,
+    replies={
+        200: Reply(
+            "A chat.completion, or with `stream: true` server-sent "
+            "chat.completion.chunk events ending with `data: [DONE]`.",
+            ChatCompletionReplySchema,
+            content={
+                SSE: event_stream(
+                    "`data: {ChatCompletionChunk}` per event, then `data: [DONE]`; "
+                    "`: ping` comments until the first token; a failure is a `data: "
+                    '{"error": ...}` event and no [DONE].',
+                    ("ChatCompletionChunk", "OpenAIError"),
+                )
+            },
+        )
+    },
+    errors=(404, 502, 503, 504),
+)
 def chat_completions() -> Response:
+    """OpenAI's chat completion: `model` names an agent, `messages` are the
+    whole history (stateless)."""
     found = services()
     payload = read_json_object(found.settings.max_body_bytes)
     fields = load_or_422(found.completion_schema, payload)

@@ -6,7 +6,9 @@ import logging
 
 from flask import Blueprint, Response, jsonify
 
+from piagent.web.apidoc import Reply, operation
 from piagent.web.context import services
+from piagent.web.reply_schemas import ReadySchema
 
 log = logging.getLogger("piagent")
 
@@ -14,10 +16,19 @@ bp = Blueprint("ready", __name__)
 
 
 @bp.get("/ready")
+@operation(
+    tag="status",
+    replies={
+        200: Reply(
+            "Ready: the model server answers, every model is pulled.", ReadySchema
+        ),
+        503: Reply("Not ready; `detail` says why.", ReadySchema),
+    },
+)
 def ready() -> Response:
-    """200 when /chat can work, else 503 with the reason; never a 500.
+    """Readiness: 200 when /chat can work, else 503 with the reason.
 
-    Each model is reported as pulled and loaded (warm: its first token will
+    Never a 500. Each model is reported as pulled and loaded (warm: its first token will
     not wait for a load). Unlike /health this asks Ollama, so keep it off
     tight liveness loops.
     """
