@@ -13,6 +13,7 @@ from flask import Flask
 
 from piagent.agents import Agent, load_agents
 from piagent.chat import ChatService
+from piagent.hosts import AllowedHosts, allowed_hosts
 from piagent.keys import is_loopback_bind, load_api_keys, refuse_an_open_network_bind
 from piagent.memory import build_memory
 from piagent.providers import OllamaProvider, OpenAIProvider, Provider
@@ -47,8 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         provider=provider,
         memory=memory,
     )
-    app = build_app(services, api_keys)
-    _log_guards(settings, len(api_keys))
+    hosts = allowed_hosts(settings)
+    app = build_app(services, api_keys, hosts)
+    _log_guards(settings, len(api_keys), hosts)
     _probe_in_background(provider, agent_table)
     if settings.warmup:
         default = agent_table.get("general")
@@ -90,7 +92,7 @@ def _configure_logging(settings: Settings) -> None:
     log.setLevel(settings.log_level.upper())
 
 
-def _log_guards(settings: Settings, key_count: int) -> None:
+def _log_guards(settings: Settings, key_count: int, hosts: AllowedHosts) -> None:
     """One line on how piagent is guarded, and a warning when it is not."""
     if not key_count and not is_loopback_bind(settings.bind):
         log.warning(
@@ -98,6 +100,13 @@ def _log_guards(settings: Settings, key_count: int) -> None:
             "can reach it may use the model",
             settings.bind,
         )
+    if hosts.anything:
+        log.warning(
+            "ALLOWED_HOSTS=*: piagent answers to any host name, so a web page that "
+            "points a name of its own at this machine (DNS rebinding) can use the "
+            "model and read conversations; list the names instead"
+        )
+    log.info("allowed hosts: %s", hosts.describe())
     log.info(
         "guards: %s; rate limits /chat %s, others %s; CORS %s; %d generation(s) "
         "at once, %d waiting up to %g s, %g s each at most",

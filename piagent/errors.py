@@ -3,6 +3,8 @@
 PiagentError                       500  (never raised as such)
  ├── RequestError                        the caller can fix it
  │    ├── BadRequest                400  body is not a JSON object
+ │    ├── HostNotAllowed            400  Host names no host in ALLOWED_HOSTS
+ │    ├── ForeignOrigin             403  a POST/DELETE from another site's page
  │    ├── ContextTooLong            400  /v1 messages do not fit CTX_TOKENS
  │    ├── Unauthorized              401  no API key, or a wrong one
  │    ├── PayloadTooLarge           413  body over MAX_BODY_BYTES
@@ -56,6 +58,18 @@ class BadRequest(RequestError):
     """The body is not a readable JSON object."""
 
     status = 400
+
+
+class HostNotAllowed(RequestError):
+    """The Host header names a host piagent does not answer to (DNS rebinding)."""
+
+    status = 400
+
+
+class ForeignOrigin(RequestError):
+    """A POST or DELETE whose Origin is neither piagent's own nor in CORS_ORIGINS."""
+
+    status = 403
 
 
 class PayloadTooLarge(RequestError):

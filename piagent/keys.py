@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 
+from piagent.hosts import bind_host
 from piagent.settings import Settings, SettingsError, comma_list
 
 log = logging.getLogger("piagent")
@@ -136,11 +137,7 @@ def is_loopback_bind(bind: str) -> bool:
             continue
         if address.startswith("fd://"):
             return False
-        address = address.removeprefix("tcp://")
-        if address.startswith("["):
-            host = address[1:].partition("]")[0]
-        else:
-            host = address.rpartition(":")[0] if ":" in address else address
+        host = bind_host(address)
         if host == "localhost":
             continue
         try:

@@ -15,7 +15,7 @@ import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from types import MappingProxyType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
@@ -30,6 +30,9 @@ KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 CORS_ORIGIN_PATTERN = re.compile(
     r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?"
 )
+# One label of a DNS name, as a Host header may carry it (letters, digits, `-`).
+HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+HOST_PORT = re.compile(r"\d{1,5}")
 # Per-agent model variables: the prefix, then the agent's name (see agents.py).
 MODEL_PREFIXES = {"ollama": "OLLAMA_MODEL_", "openai": "OPENAI_MODEL_"}
 
@@ -123,6 +126,64 @@ def rate_limits(value: str) -> str | None:
     if parsed and all(item.amount >= 1 for item in parsed):
         return None
     return "limits such as 30/minute;500/day (empty for none)"
+
+
+def host_entry(entry: str) -> tuple[str, str] | None:
+    """One ALLOWED_HOSTS entry as ("name" | "domain" | "address", value), or
+    None when it is no host: a port is dropped, a name lower-cased (a Unicode
+    name in its xn-- form), an address written as ipaddress writes it.
+    `*.example` is the domain `example` (it and its subdomains); IPv6 comes
+    bare (`::1`) or in brackets (`[::1]`, `[::1]:8000`)."""
+    text = entry.strip().lower()
+    if text.startswith("["):
+        inside, closed, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+        if not closed or (rest and (rest == port or not HOST_PORT.fullmatch(port))):
+            return None
+        return _address(inside, ipv6=True)
+    if text.count(":") > 1:
+        return _address(text, ipv6=True)  # a bare IPv6 address carries no port
+    name, colon, port = text.partition(":")
+    if colon and not HOST_PORT.fullmatch(port):
+        return None
+    domain = name.startswith("*.")
+    name = name.removeprefix("*.")
+    address = _address(name, ipv6=False)
+    if address is not None:
+        return None if domain else address
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    labels = name.split(".")
+    if len(name) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels):
+        return None
+    return ("domain" if domain else "name", name)
+
+
+def _address(text: str, ipv6: bool) -> tuple[str, str] | None:
+    if "%" in text:
+        return None  # a zone (fe80::1%eth0) never reaches a Host header
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if (address.version == 6) is not ipv6:
+        return None
+    return ("address", str(address))
+
+
+def allowed_hosts(value: str) -> str | None:
+    entries = comma_list(value)
+    if entries == ["*"]:
+        return None
+    if all(entry != "*" and host_entry(entry) is not None for entry in entries):
+        return None
+    return (
+        "host names or addresses such as pi.local,*.example.org,192.168.1.20,::1 "
+        "(no scheme or path; ports are ignored), comma-separated, or * alone for any"
+    )
 
 
 def cors_origins(value: str) -> str | None:
@@ -345,6 +406,15 @@ class Settings:
         "",
         "Comma-separated browser origins allowed to call piagent; empty: no CORS.",
         cors_origins,
+    )
+    allowed_hosts: str = setting(
+        "",
+        "Host names and addresses piagent answers to (the request's Host), "
+        "comma-separated; ports ignored, `*.example` for a domain and its "
+        "subdomains, `*` alone for any (warned about). Empty: localhost, "
+        "*.localhost, 127.0.0.1, ::1, this machine's name and <name>.local, and "
+        "BIND's address (every interface's address when BIND is 0.0.0.0 or ::).",
+        allowed_hosts,
     )
     max_concurrent_generations: int = setting(
         1,

@@ -10,14 +10,20 @@ PAGE = "http://192.168.1.20:8080"
 
 
 def test_no_cors_headers_without_an_allowlist(server):
-    response = requests.post(
+    read = requests.get(server.url + "/agents", headers={"Origin": PAGE}, timeout=10)
+    assert read.status_code == 200
+    # A POST from another origin is refused outright (tests/test_origin.py).
+    posted = requests.post(
         server.url + "/chat",
         json={"message": "hi"},
         headers={"Origin": PAGE},
         timeout=10,
     )
-    assert response.status_code == 200
-    assert not [h for h in response.headers if h.lower().startswith("access-control")]
+    assert posted.status_code == 403
+    for response in (read, posted):
+        assert not [
+            h for h in response.headers if h.lower().startswith("access-control")
+        ]
 
 
 @pytest.fixture
@@ -90,11 +96,11 @@ def test_a_page_may_delete_a_conversation_and_read_the_request_id(browser_server
     assert "X-Request-Id" in deleted.headers["Access-Control-Expose-Headers"]
 
 
-def test_other_origins_get_no_cors_headers(browser_server):
-    for method in ("OPTIONS", "POST"):
+def test_other_origins_get_no_cors_headers(browser_server, ollama):
+    for method, status in (("OPTIONS", 200), ("GET", 200), ("POST", 403)):
         response = requests.request(
             method,
-            browser_server.url + "/chat",
+            browser_server.url + ("/agents" if method == "GET" else "/chat"),
             json={"message": "hi"},
             headers={
                 "Origin": "http://evil.example",
@@ -103,8 +109,10 @@ def test_other_origins_get_no_cors_headers(browser_server):
             },
             timeout=10,
         )
-        assert response.status_code == 200  # served, just not readable by the page
+        # A read is served, just not readable by the page; a POST is refused.
+        assert response.status_code == status, method
         assert "Access-Control-Allow-Origin" not in response.headers
+    assert ollama.requests == []
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,14 @@ headers = st.dictionaries(
     st.one_of(
         header_names,
         st.sampled_from(
-            ["Authorization", "X-API-Key", "Content-Length", "Transfer-Encoding"]
+            [
+                "Authorization",
+                "X-API-Key",
+                "Content-Length",
+                "Transfer-Encoding",
+                "Host",
+                "Origin",
+            ]
         ),
     ),
     header_values,
@@ -250,7 +257,7 @@ def test_random_requests_through_gunicorn_never_break_the_contract(
     asked = len(ollama.requests)
     lines = [
         "POST /chat HTTP/1.1",
-        "Host: piagent",
+        "Host: localhost",
         "Connection: close",
         f"Content-Type: {content_type}",
         *(f"{name}: {value}" for name, value in extra.items()),
@@ -289,7 +296,7 @@ def test_oversized_headers_are_refused_by_gunicorn_before_piagent(server, ollama
     body = b'{"message": "hi"}'
     status, content_type, _ = send_raw(
         server.port,
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         + head
         + b"Content-Length: %d\r\n\r\n" % len(body),
         body,
@@ -302,7 +309,7 @@ def test_oversized_headers_are_refused_by_gunicorn_before_piagent(server, ollama
 def test_a_broken_chunk_size_is_a_json_400_not_a_500(server, ollama):
     status, content_type, data = send_raw(
         server.port,
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         b'zz\r\n{"message": "hi"}\r\n0\r\n\r\n',
     )
@@ -315,7 +322,7 @@ def test_a_body_shorter_than_its_length_is_a_json_400(server, ollama):
     body = b'{"message": "hi"}'
     status, content_type, data = send_raw(
         server.port,
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % (len(body) + 5),
         body,
         half_close=True,
@@ -340,7 +347,7 @@ def test_a_body_shorter_than_its_length_is_a_json_400(server, ollama):
 def test_a_lone_surrogate_anywhere_in_the_body_is_a_400(server, ollama, path, body):
     status, content_type, data = send_raw(
         server.port,
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode(),
         body,
     )
@@ -353,7 +360,7 @@ def test_a_surrogate_pair_is_an_ordinary_character(server, ollama):
     body = b'{"message": "smile \\ud83d\\ude00"}'
     status, _, data = send_raw(
         server.port,
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body),
         body,
     )

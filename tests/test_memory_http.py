@@ -122,7 +122,7 @@ def test_client_leaving_closes_upstream_and_keeps_the_partial_reply(server, olla
     body = json.dumps({"message": "long", "stream": True, "conversation_id": "gone"})
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
     )
     seen = read_chunks(sock, 3)

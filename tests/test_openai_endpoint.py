@@ -42,7 +42,7 @@ def client(server):
 def in_process_client(app):
     """The openai client calling the app in this process (no gunicorn)."""
     return openai.OpenAI(
-        base_url="http://piagent.test/v1",
+        base_url="http://localhost/v1",
         api_key="unused",
         max_retries=0,
         http_client=httpx.Client(transport=httpx.WSGITransport(app=app)),

@@ -34,7 +34,7 @@ def raw_request(server, body: dict) -> socket.socket:
     data = json.dumps(body)
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(data)}\r\n\r\n{data}".encode()
     )
     return sock

@@ -212,7 +212,7 @@ def test_a_client_leaving_during_pings_closes_the_upstream(start_server, ollama)
     body = json.dumps({"message": "slow", "stream": True, "conversation_id": "gone"})
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Accept: text/event-stream\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
     )

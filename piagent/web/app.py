@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
+from piagent.hosts import AllowedHosts
 from piagent.keys import ApiKeys
 from piagent.web.context import EXTENSION, Services
 from piagent.web.errors import register_error_handlers
@@ -44,7 +45,7 @@ class JSONProvider(DefaultJSONProvider):
     sort_keys = False
 
 
-def build_app(services: Services, keys: ApiKeys) -> Flask:
+def build_app(services: Services, keys: ApiKeys, hosts: AllowedHosts) -> Flask:
     """The WSGI app around `services`; nothing here talks to a model server."""
     settings = services.settings
     # No app-wide static folder: the views that serve files (page, api_docs)
@@ -61,5 +62,5 @@ def build_app(services: Services, keys: ApiKeys) -> Flask:
             app.register_blueprint(view.bp)
     register_error_handlers(app)
     init_request_log(app, settings)
-    install_guards(app, settings, keys, generating=[chat.bp, openai_chat.bp])
+    install_guards(app, settings, keys, hosts, generating=[chat.bp, openai_chat.bp])
     return app

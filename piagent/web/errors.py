@@ -20,7 +20,9 @@ from werkzeug.exceptions import HTTPException
 from piagent.errors import (
     ClientGone,
     ContextTooLong,
+    ForeignOrigin,
     GenerationTimeout,
+    HostNotAllowed,
     InvalidFields,
     MemoryUnavailable,
     ModelMissing,
@@ -52,6 +54,8 @@ class OpenAICode(StrEnum):
     INVALID_VALUE = "invalid_value"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     INVALID_API_KEY = "invalid_api_key"
+    HOST_NOT_ALLOWED = "host_not_allowed"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     MODEL_NOT_FOUND = "model_not_found"
     CLIENT_GONE = "client_gone"
     MEMORY_UNAVAILABLE = "memory_unavailable"
@@ -72,6 +76,8 @@ OPENAI_KINDS: dict[type[PiagentError], tuple[OpenAIType, OpenAICode | None]] = {
     InvalidFields: (OpenAIType.INVALID_REQUEST, OpenAICode.INVALID_VALUE),
     ContextTooLong: (OpenAIType.INVALID_REQUEST, OpenAICode.CONTEXT_LENGTH_EXCEEDED),
     Unauthorized: (OpenAIType.INVALID_REQUEST, OpenAICode.INVALID_API_KEY),
+    HostNotAllowed: (OpenAIType.INVALID_REQUEST, OpenAICode.HOST_NOT_ALLOWED),
+    ForeignOrigin: (OpenAIType.INVALID_REQUEST, OpenAICode.ORIGIN_NOT_ALLOWED),
     UnknownModel: (OpenAIType.INVALID_REQUEST, OpenAICode.MODEL_NOT_FOUND),
     ClientGone: (OpenAIType.INVALID_REQUEST, OpenAICode.CLIENT_GONE),
     MemoryUnavailable: (OpenAIType.SERVER, OpenAICode.MEMORY_UNAVAILABLE),

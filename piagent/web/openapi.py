@@ -23,6 +23,7 @@ from piagent.web.apidoc import CONVERSATION_ID, RETRY_AFTER, Operation, describe
 from piagent.web.context import EXTENSION
 from piagent.web.errors import OPENAI_PREFIX, openai_status
 from piagent.web.guards.auth import is_public_view
+from piagent.web.guards.origin import SAFE_METHODS
 from piagent.web.schemas import AGENT_MARK
 
 OPENAPI_VERSION = "3.1.0"
@@ -31,9 +32,12 @@ RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 # Every error status piagent answers, said once; a view lists those it can give.
 ERRORS = {
-    400: "The body is not valid JSON, not a JSON object, not valid Unicode, or was "
-    "cut short. Under /v1 also every other request a client can fix.",
+    400: "The Host header names a host not in ALLOWED_HOSTS; or the body is not "
+    "valid JSON, not a JSON object, not valid Unicode, or was cut short. Under /v1 "
+    "also every other request a client can fix.",
     401: "API keys are configured and the request has none or a wrong one.",
+    403: "The request's Origin is another site's: neither this server's own origin "
+    "nor in CORS_ORIGINS.",
     404: "No such thing (see the operation).",
     413: "The body is larger than MAX_BODY_BYTES (also when sent chunked).",
     415: "Content-Type is not application/json.",
@@ -167,7 +171,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         for method in sorted((rule.methods or set()) - SKIPPED_METHODS):
             operations = paths.setdefault(path, {})
             operations[method.lower()] = _operation(
-                record, rule, path, is_public_view(view), found
+                record, rule, path, method, is_public_view(view), found
             )
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
@@ -189,7 +193,7 @@ def _agents_as_enum(node: Any, agents: list[str]) -> None:
 
 
 def _operation(
-    record: Operation, rule: Any, path: str, public: bool, found: Any
+    record: Operation, rule: Any, path: str, method: str, public: bool, found: Any
 ) -> dict[str, Any]:
     openai = path.startswith(OPENAI_PREFIX)
     operation: dict[str, Any] = {
@@ -220,9 +224,13 @@ def _operation(
     limited = () if public else RATE_LIMIT_HEADERS
     for status, reply in record.replies.items():
         operation["responses"][str(status)] = _reply(reply, limited)
-    errors = set(record.errors)
+    # Every request may name a host not allowed; a POST or DELETE may come
+    # from another site's page.
+    errors = set(record.errors) | {400}
+    if method not in SAFE_METHODS:
+        errors.add(403)
     if record.body is not None:
-        errors |= {400, 413, 415}
+        errors |= {413, 415}
     if not public:
         errors |= {401, 429}
     if openai:
