@@ -9,6 +9,8 @@
 #   --no-system   no useradd, chown, systemctl or nginx reload (no root needed)
 #   --no-venv     do not create the venv or pip-install piagent into it
 # DESTDIR=/some/dir installs under that directory instead of /.
+# HOST_NAME=pi HOST_ADDRESSES="192.168.1.20 fd00::20" stand in for `hostname`
+# and `hostname -I` in the ALLOWED_HOSTS of a fresh install (tests).
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -92,8 +94,24 @@ if [[ ! -e $keys && ! -e $DESTDIR$CONFDIR/piagent.env ]]; then
         chown "root:$SERVICE_USER" "$keys"
     fi
 fi
+# The names piagent answers to (its Host check, against DNS rebinding): nginx
+# passes the name a client used, so this machine's name, <name>.local (mDNS)
+# and its LAN addresses, besides loopback for tools on the Pi itself.
+host_name=${HOST_NAME-$(hostname 2>/dev/null || true)}
+host_name=${host_name%%.*}
+host_name=${host_name,,}
+allowed="localhost,*.localhost,127.0.0.1,::1"
+if [[ $host_name =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ ]]; then
+    allowed+=",$host_name,$host_name.local"
+fi
+for address in ${HOST_ADDRESSES-$(hostname -I 2>/dev/null || true)}; do
+    if [[ $address =~ ^[0-9a-fA-F.:]+$ ]]; then
+        allowed+=",$address"
+    fi
+done
 defaults="$DESTDIR$CONFDIR/piagent.env.default"
 sed -e "s|^AGENTS_DIR=.*|AGENTS_DIR=$CONFDIR/agents|" \
+    -e "s|^ALLOWED_HOSTS=.*|ALLOWED_HOSTS=$allowed|" \
     -e "s|^API_KEYS_FILE=.*|API_KEYS_FILE=$CONFDIR/keys|" \
     -e "s|^LOG_FORMAT=.*|LOG_FORMAT=json|" \
     -e "s|^# piagent settings: copy to .env.*|# piagent settings for the piagent service (systemd EnvironmentFile).|" \
@@ -106,8 +124,15 @@ if [[ -e $DESTDIR$CONFDIR/piagent.env ]]; then
         say "WARNING: $CONFDIR/piagent.env sets no API keys: anyone who reaches" \
             "nginx can use the model. See docs/security.md."
     fi
+    if ! grep -q '^ALLOWED_HOSTS=' "$DESTDIR$CONFDIR/piagent.env"; then
+        say "note: $CONFDIR/piagent.env has no ALLOWED_HOSTS, so piagent answers" \
+            "only to loopback, this machine's name and <name>.local; to be" \
+            "reached by its address too, add: ALLOWED_HOSTS=$allowed"
+    fi
 else
     say "writing $CONFDIR/piagent.env"
+    say "piagent answers to the host names $allowed" \
+        "(ALLOWED_HOSTS in $CONFDIR/piagent.env: add any other name clients use)"
     install -m 0640 "$defaults" "$DESTDIR$CONFDIR/piagent.env"
     if [[ $system == 1 ]]; then
         chown "root:$SERVICE_USER" "$DESTDIR$CONFDIR/piagent.env"

@@ -15,6 +15,7 @@ import pytest
 import requests
 from decouple import Config, RepositoryEnv
 
+from piagent.hosts import allowed_hosts
 from piagent.keys import parse_keys_file
 from piagent.settings import Settings
 from tests.support.server import ROOT, base_env, free_port
@@ -48,10 +49,14 @@ def local_gunicorn() -> str:
     return str(path)
 
 
-def run_script(script: Path, destdir: Path, *args: str) -> str:
+# What the installer would find on a Pi named "pi" (`hostname`, `hostname -I`).
+A_PI = {"HOST_NAME": "pi", "HOST_ADDRESSES": "192.168.1.20 fd00::20"}
+
+
+def run_script(script: Path, destdir: Path, *args: str, **env: str) -> str:
     result = subprocess.run(
         ["bash", str(script), *args],
-        env={**os.environ, "DESTDIR": str(destdir)},
+        env={**os.environ, "DESTDIR": str(destdir), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -60,9 +65,10 @@ def run_script(script: Path, destdir: Path, *args: str) -> str:
     return result.stdout
 
 
-def install(destdir: Path) -> str:
-    """The real installer, staged under destdir, without root or a venv."""
-    return run_script(INSTALL, destdir, "--no-system", "--no-venv")
+def install(destdir: Path, **env: str) -> str:
+    """The real installer, staged under destdir, without root or a venv, on
+    what looks like a Pi named pi unless `env` says otherwise."""
+    return run_script(INSTALL, destdir, "--no-system", "--no-venv", **{**A_PI, **env})
 
 
 @pytest.mark.skipif(
@@ -179,6 +185,50 @@ def test_installed_env_file_is_valid_settings_for_the_service(tmp_path):
     assert settings.log_format == "json"
     assert settings.api_keys_file == "/etc/piagent/keys"
     assert config("BIND") == "127.0.0.1:8000"
+
+
+PI_HOSTS = "localhost,*.localhost,127.0.0.1,::1,pi,pi.local,192.168.1.20,fd00::20"
+
+
+def test_a_fresh_install_answers_to_the_pis_names_and_addresses_and_says_so(
+    tmp_path,
+):
+    output = install(tmp_path)
+    env_file = tmp_path / "etc/piagent/piagent.env"
+    assert f"\nALLOWED_HOSTS={PI_HOSTS}\n" in env_file.read_text()
+    assert f"piagent answers to the host names {PI_HOSTS}" in output
+    settings = Settings.from_env(Config(RepositoryEnv(str(env_file))))
+    shown = allowed_hosts(settings).describe().split(", ")
+    assert sorted(shown) == sorted(PI_HOSTS.split(","))
+
+
+def test_a_host_name_that_is_no_dns_name_is_left_out(tmp_path):
+    install(tmp_path, HOST_NAME="my_pi", HOST_ADDRESSES="")
+    env_file = tmp_path / "etc/piagent/piagent.env"
+    assert "\nALLOWED_HOSTS=localhost,*.localhost,127.0.0.1,::1\n" in (
+        env_file.read_text()
+    )
+    Settings.from_env(Config(RepositoryEnv(str(env_file))))
+
+
+def test_this_machines_own_names_make_valid_settings(tmp_path):
+    """Without stand-ins: `hostname` and `hostname -I` of whatever runs this."""
+    run_script(INSTALL, tmp_path, "--no-system", "--no-venv")
+    env_file = tmp_path / "etc/piagent/piagent.env"
+    settings = Settings.from_env(Config(RepositoryEnv(str(env_file))))
+    assert settings.allowed_hosts.startswith("localhost,*.localhost,127.0.0.1,::1")
+
+
+def test_an_upgrade_without_allowed_hosts_suggests_the_line(tmp_path):
+    install(tmp_path)
+    env_file = tmp_path / "etc/piagent/piagent.env"
+    env_file.write_text(
+        re.sub(r"^ALLOWED_HOSTS=.*\n", "", env_file.read_text(), flags=re.M)
+    )
+    again = install(tmp_path)
+    assert "has no ALLOWED_HOSTS" in again
+    assert f"add: ALLOWED_HOSTS={PI_HOSTS}" in again
+    assert "ALLOWED_HOSTS" not in env_file.read_text()  # the user's file is kept
 
 
 def test_installer_enables_the_nginx_site_in_place_of_the_default(tmp_path):

@@ -229,3 +229,57 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(client, piagent, o
     )
     assert response.status_code == 200
     assert request_line(piagent, rid)["client"] == CLIENT_ADDRESS
+
+
+@pytest.fixture(scope="module")
+def named(start_server, tmp_path_factory):
+    """piagent answering to pi.local (and 127.0.0.1, which the test runner
+    polls), behind the shipped site, as an installed Pi named pi would."""
+    server = start_server(ALLOWED_HOSTS="pi.local,127.0.0.1", LOG_FORMAT="json")
+    proxy = start_nginx(tmp_path_factory.mktemp("nginx-named"), server.port)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.parametrize("host", ["pi.local", "pi.local:{port}", "127.0.0.1:{port}"])
+def test_an_allowed_name_is_served_through_nginx(client, named, ollama, host):
+    host = host.format(port=named.port)
+    response = chat(client, named, {"message": "hi"}, headers={"Host": host})
+    assert response.status_code == 200 and response.json()["reply"]
+
+
+def test_a_name_not_allowed_is_piagents_400_through_nginx(client, named, ollama):
+    for path, body in (("/health", None), ("/chat", {"message": "hi"})):
+        response = client.request(
+            "POST" if body else "GET",
+            named.url + path,
+            json=body,
+            headers={"Host": "piagent.home.arpa"},
+            timeout=10,
+        )
+        assert response.status_code == 400
+        assert response.json() == {
+            "detail": "Host 'piagent.home.arpa' is not in ALLOWED_HOSTS: piagent "
+            "answers only to the host names and addresses listed there (add this one "
+            "if it is yours)"
+        }
+    assert ollama.requests == []
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [("pi.local", "http://pi.local"), ("127.0.0.1:{port}", "http://127.0.0.1:{port}")],
+)
+def test_the_chat_pages_own_origin_may_post_through_nginx(
+    client, named, ollama, host, origin
+):
+    """nginx passes the Host as the browser sent it, port included, and the
+    scheme in X-Forwarded-Proto: the page's Origin is piagent's own."""
+    headers = {
+        "Host": host.format(port=named.port),
+        "Origin": origin.format(port=named.port),
+    }
+    response = chat(client, named, {"message": "hi"}, headers=headers)
+    assert response.status_code == 200
+    headers["Origin"] = "http://evil.attacker.example"
+    assert chat(client, named, {"message": "hi"}, headers=headers).status_code == 403
