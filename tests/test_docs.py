@@ -119,25 +119,34 @@ def test_links_between_pages_resolve(page):
             assert anchor in anchors(path.read_text()), f"{page_id(page)}: {target}"
 
 
-def curl_examples() -> list[tuple[str, str]]:
+# piagent's own URLs in the docs: this machine, the Pi through nginx, and a LAN
+# name the Pi does not answer to until it is added to ALLOWED_HOSTS.
+PIAGENT_URL = r"http://(127\.0\.0\.1:8000|pi\.local|[a-z0-9-]+\.home\.arpa)/"
+# What `sudo make install` lets a Pi named pi answer to (tests/test_deploy.py).
+INSTALLED_HOSTS = "localhost,*.localhost,127.0.0.1,::1,pi,pi.local,192.168.1.20"
+
+
+def curl_examples() -> list[tuple[str, str, int | None]]:
     """Every curl command in the `sh` blocks of the README and docs/ that calls
-    piagent (on this machine, or on the Pi through nginx)."""
+    piagent, with the status the comment right under it documents (`# 400
+    {...}`: a refusal shown on purpose), if any."""
     found = []
     for page in PAGES:
         for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
-            joined = block.replace("\\\n", " ")
-            for line in joined.splitlines():
+            lines = block.replace("\\\n", " ").splitlines()
+            for line, after in zip(lines, [*lines[1:], ""], strict=True):
                 # What a pipe does with the answer is not the request.
                 command = line.split(" # ", 1)[0].split(" | ", 1)[0].strip()
-                if command.startswith("curl ") and re.search(
-                    r"http://(127\.0\.0\.1:8000|pi\.local)/", command
-                ):
-                    found.append((page_id(page), command))
+                if command.startswith("curl ") and re.search(PIAGENT_URL, command):
+                    status = re.match(r"# ([1-5]\d\d) ", after.strip() + " ")
+                    documented = int(status[1]) if status else None
+                    found.append((page_id(page), command, documented))
     return found
 
 
 def as_request(command: str) -> tuple[str, str, dict[str, str], bytes | None]:
-    """(method, path, headers, body) of a curl command line."""
+    """(method, path, headers, body) of a curl command line; the URL's host is
+    the Host header unless the command sets its own."""
     words = shlex.split(command)[1:]
     method, headers, body, url = None, {}, None, None
     while words:
@@ -156,20 +165,28 @@ def as_request(command: str) -> tuple[str, str, dict[str, str], bytes | None]:
         else:
             assert word in ("-s", "-N", "-i"), f"unexpected curl option {word}"
     assert url is not None
-    path = re.sub(r"^http://[^/]+", "", url)
+    host, path = re.match(r"^http://([^/]+)(.*)$", url).groups()
+    headers.setdefault("Host", host)
     return method or ("POST" if body else "GET"), path, headers, body
 
 
 def test_curl_examples_are_found():
-    pages = {page for page, _ in curl_examples()}
+    pages = {page for page, _, _ in curl_examples()}
     assert {"README.md", "docs/api.md", "docs/deploy.md"} <= pages
+    assert {"docs/security.md", "docs/deploy.md"} <= {
+        page for page, _, status in curl_examples() if status == 400
+    }
 
 
-@pytest.mark.parametrize(("page", "command"), curl_examples())
-def test_curl_examples_are_answered_as_documented(client, page, command):
-    """The app knows the route and method, takes the body and headers as sent
-    (keys are not configured here, so a documented key is not checked), and
-    answers without a server error."""
+@pytest.mark.parametrize(("page", "command", "documented"), curl_examples())
+def test_curl_examples_are_answered_as_documented(
+    make_app, ollama, page, command, documented
+):
+    """The app of an installed Pi knows the route and method, takes the body
+    and headers as sent (keys are not configured here, so a documented key is
+    not checked), and answers without a server error; a refusal shown on
+    purpose gets the status its comment says."""
+    client = make_app(allowed_hosts=INSTALLED_HOSTS).test_client()
     method, path, headers, body = as_request(command)
     headers.pop("Authorization", None)
     if body is not None:
@@ -178,6 +195,9 @@ def test_curl_examples_are_answered_as_documented(client, page, command):
         path, method=method, headers=headers, data=body, buffered=True
     )
     detail = response.get_json(silent=True) or {}
+    if documented is not None:
+        assert response.status_code == documented, (command, detail)
+        return
     assert response.status_code not in (400, 405, 415, 422), (command, detail)
     assert response.status_code < 500, (command, detail)
     if response.status_code == 404:
