@@ -82,11 +82,14 @@ keys="$DESTDIR$CONFDIR/keys"
 # nginx serves the whole LAN on port 80, so a fresh install gets an API key
 # rather than an open model: one key, readable by root and the service only.
 if [[ ! -e $keys && ! -e $DESTDIR$CONFDIR/piagent.env ]]; then
-    say "writing a new API key to $CONFDIR/keys (show it: sudo cat $CONFDIR/keys)"
+    say "writing a new API key for the owner 'admin' to $CONFDIR/keys" \
+        "(show it: sudo cat $CONFDIR/keys)"
     (
         umask 077
-        { echo "# API keys for piagent, one a line; restart piagent after a change."
-          "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))'
+        { echo "# API keys for piagent, one a line: NAME KEY, NAME sha256:HEX or KEY."
+          echo "# Add one: sudo $PREFIX/bin/python -m piagent keys --env-file" \
+               "$CONFDIR/piagent.env add NAME; then: sudo systemctl reload piagent"
+          echo "admin $("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')"
         } > "$keys"
     )
     chmod 0640 "$keys"

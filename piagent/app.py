@@ -14,7 +14,13 @@ from flask import Flask
 from piagent.agents import Agent, load_agents
 from piagent.chat import ChatService
 from piagent.hosts import AllowedHosts, allowed_hosts
-from piagent.keys import is_loopback_bind, load_api_keys, refuse_an_open_network_bind
+from piagent.keys import (
+    ApiKeys,
+    Keyring,
+    is_loopback_bind,
+    load_api_keys,
+    refuse_an_open_network_bind,
+)
 from piagent.memory import build_memory
 from piagent.providers import OllamaProvider, OpenAIProvider, Provider
 from piagent.settings import Settings
@@ -47,10 +53,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         provider=provider,
         memory=memory,
+        keys=Keyring(settings, api_keys),
     )
     hosts = allowed_hosts(settings)
-    app = build_app(services, api_keys, hosts)
-    _log_guards(settings, len(api_keys), hosts)
+    app = build_app(services, hosts)
+    _log_guards(settings, api_keys, hosts)
     _probe_in_background(provider, agent_table)
     if settings.warmup:
         default = agent_table.get("general")
@@ -92,9 +99,9 @@ def _configure_logging(settings: Settings) -> None:
     log.setLevel(settings.log_level.upper())
 
 
-def _log_guards(settings: Settings, key_count: int, hosts: AllowedHosts) -> None:
+def _log_guards(settings: Settings, keys: ApiKeys, hosts: AllowedHosts) -> None:
     """One line on how piagent is guarded, and a warning when it is not."""
-    if not key_count and not is_loopback_bind(settings.bind):
+    if not keys and not is_loopback_bind(settings.bind):
         log.warning(
             "serving %s without API keys (ALLOW_UNAUTHENTICATED=true): anyone who "
             "can reach it may use the model",
@@ -110,7 +117,7 @@ def _log_guards(settings: Settings, key_count: int, hosts: AllowedHosts) -> None
     log.info(
         "guards: %s; rate limits /chat %s, others %s; CORS %s; %d generation(s) "
         "at once, %d waiting up to %g s, %g s each at most",
-        f"{key_count} API key(s)" if key_count else "no API keys",
+        keys.describe() if keys else "no API keys",
         settings.rate_limit_chat or "none",
         settings.rate_limit_default or "none",
         settings.cors_origins or "off",

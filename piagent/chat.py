@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from piagent.agents import Agent
 from piagent.errors import (
@@ -20,7 +20,7 @@ from piagent.errors import (
 )
 from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
 from piagent.generation_queue import GenerationQueue, Slot, always_present
-from piagent.memory import MemoryStore, Message
+from piagent.memory import Conversation, MemoryStore, Message
 from piagent.memory.window import fit_start
 from piagent.providers import Options, Provider, Reply, TokenStream
 from piagent.settings import Settings
@@ -62,6 +62,15 @@ def history_start(
     )
 
 
+def memory_key(owner: str | None, conversation_id: str) -> str:
+    """What the memory store knows a conversation by: `<owner>/<id>` with API
+    keys, so owners never see each other's conversations, whatever ids they
+    pick; the bare id without keys (one owner), as before owners existed.
+    Neither part can hold a `/` (owner names and ids are validated), so no
+    two owners' keys can meet."""
+    return f"{owner}/{conversation_id}" if owner else conversation_id
+
+
 def build_messages(
     system_prompt: str, history: Sequence[Message], message: str
 ) -> list[dict[str, str]]:
@@ -81,7 +90,8 @@ class Turn:
     """One validated request; its history is read once it holds a slot.
 
     A stateless turn (the OpenAI endpoint) brings its own `history`, the
-    client's messages, and is never recorded.
+    client's messages, and is never recorded. `conversation_id` is the id
+    the client sees; `owner` the key owner the conversation belongs to.
     """
 
     conversation_id: str
@@ -90,10 +100,15 @@ class Turn:
     stats: TurnStats = field(default_factory=TurnStats, compare=False)
     history: tuple[dict[str, str], ...] | None = None
     options: Options | None = None
+    owner: str | None = None
 
     @property
     def stateless(self) -> bool:
         return self.history is not None
+
+    @property
+    def memory_key(self) -> str:
+        return memory_key(self.owner, self.conversation_id)
 
 
 class ChatService:
@@ -140,15 +155,41 @@ class ChatService:
         """Every model some agent uses, for readiness checks."""
         return sorted({agent.model for agent in self._agents.values()})
 
-    def start(self, message: str, agent_name: str, conversation_id: str | None) -> Turn:
-        """Resolve the agent and the conversation; memory is not touched yet."""
+    def start(
+        self,
+        message: str,
+        agent_name: str,
+        conversation_id: str | None,
+        owner: str | None = None,
+    ) -> Turn:
+        """Resolve the agent and the owner's conversation; memory is not
+        touched yet. Another owner's conversation of the same id is not this
+        one: the turn starts the owner's own."""
         agent = self._agents.get(agent_name)
         if agent is None:
             raise invalid_field(
                 "agent", f"unknown agent {agent_name!r}; known agents: {self._known()}"
             )
         stats = TurnStats(started_at=self._clock())
-        return Turn(conversation_id or str(uuid.uuid4()), agent, message, stats)
+        cid = conversation_id or str(uuid.uuid4())
+        return Turn(cid, agent, message, stats, owner=owner)
+
+    def conversation(
+        self, conversation_id: str, owner: str | None = None
+    ) -> Conversation | None:
+        """The owner's stored conversation as the client names it; None when
+        memory is off, or it is unknown, expired or another owner's."""
+        if self._memory is None:
+            return None
+        found = self._memory.conversation(memory_key(owner, conversation_id))
+        return (
+            None if found is None else replace(found, conversation_id=conversation_id)
+        )
+
+    def forget(self, conversation_id: str, owner: str | None = None) -> None:
+        """Forget the owner's conversation; another owner's is left alone."""
+        if self._memory is not None:
+            self._memory.forget(memory_key(owner, conversation_id))
 
     def start_stateless(
         self,
@@ -197,7 +238,7 @@ class ChatService:
         # request refused by the queue has not touched memory.
         if self._memory is None:
             return build_messages(turn.agent.system_prompt, [], turn.message)
-        history = self._memory.history(turn.conversation_id)
+        history = self._memory.history(turn.memory_key)
         start = history_start(
             turn.agent.system_prompt,
             history,
@@ -209,7 +250,7 @@ class ChatService:
         if start:
             # Persisted before the model is asked, so the next turn, in any
             # worker, starts from the window this prompt was built from.
-            self._memory.cut(turn.conversation_id, len(history) - start)
+            self._memory.cut(turn.memory_key, len(history) - start)
         return build_messages(turn.agent.system_prompt, history[start:], turn.message)
 
     def reply(
@@ -347,4 +388,4 @@ class ChatService:
 
     def _record(self, turn: Turn, reply: str) -> None:
         if self._memory is not None and reply and not turn.stateless:
-            self._memory.append_exchange(turn.conversation_id, turn.message, reply)
+            self._memory.append_exchange(turn.memory_key, turn.message, reply)

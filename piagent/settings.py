@@ -381,10 +381,16 @@ class Settings:
         "bind, so a non-loopback one without API keys can be refused.",
     )
     api_keys: str = setting(
-        "", "Comma-separated API keys; empty: none from here.", secret=True
+        "",
+        "Comma-separated API keys, each its own owner (`key-` and 10 hex digits "
+        "of its SHA-256); empty: none from here.",
+        secret=True,
     )
     api_keys_file: str = setting(
-        "", "File of API keys, one a line, `#` comments allowed."
+        "",
+        "File of API keys, one a line: `NAME KEY`, `NAME sha256:HEX` or `KEY`; "
+        "`#` comments. `python -m piagent keys` edits it; re-read on SIGHUP to the "
+        "workers (`systemctl reload piagent`).",
     )
     allow_unauthenticated: bool = setting(
         False,
@@ -392,14 +398,14 @@ class Settings:
     )
     rate_limit_chat: str = setting(
         "30/minute",
-        "Limits on POST /chat and /v1/chat/completions together, per key (or client "
-        "address), e.g. 30/minute;500/day; empty: none.",
+        "Limits on POST /chat and /v1/chat/completions together, per key owner (or "
+        "client address), e.g. 30/minute;500/day; empty: none.",
         rate_limits,
     )
     rate_limit_default: str = setting(
         "120/minute",
         "Limits on the other endpoints except /health, the chat page and the API "
-        "docs, per key or address; empty: none.",
+        "docs, per key owner or address; empty: none.",
         rate_limits,
     )
     cors_origins: str = setting(
@@ -458,8 +464,9 @@ class Settings:
         return self.memory_ttl_min * 60
 
     @classmethod
-    def from_env(cls, config: Config | None = None) -> Settings:
-        """Read every variable once; `.env` in the working directory fills gaps.
+    def from_env(cls, config: Config | None = None, env_file: str = ".env") -> Settings:
+        """Read every variable once; `env_file` (`.env` in the working
+        directory) fills gaps.
 
         Every OLLAMA_MODEL_<AGENT> (OPENAI_MODEL_<AGENT> with PROVIDER=openai)
         is collected into `agent_models`; agents.py matches them to agents and
@@ -467,7 +474,9 @@ class Settings:
         """
         if config is None:
             repo = (
-                RepositoryEnv(".env") if os.path.isfile(".env") else RepositoryEmpty()
+                RepositoryEnv(env_file)
+                if os.path.isfile(env_file)
+                else RepositoryEmpty()
             )
             config = Config(repo)
         values: dict[str, Any] = {}

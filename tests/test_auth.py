@@ -5,7 +5,13 @@ import socket
 import pytest
 import requests
 
-from piagent.keys import ApiKeys, is_loopback_bind, load_api_keys, parse_keys_file
+from piagent.keys import (
+    derived_name,
+    digest_of,
+    is_loopback_bind,
+    load_api_keys,
+    parse_keys_file,
+)
 from piagent.settings import Settings, SettingsError
 
 KEY = "kitchen-tablet-0123456789abcdef"
@@ -164,14 +170,17 @@ def test_a_keys_file_that_is_not_text_stops_start_up_in_one_line(tmp_path):
 
 def test_keys_file_skips_comments_and_blank_lines():
     text = f"# keys\n\n  {KEY}\n{OTHER} # the garage\n"
-    assert parse_keys_file(text, "f") == [KEY, OTHER]
+    assert [(line.digest, line.number) for line in parse_keys_file(text, "f")] == [
+        (digest_of(KEY), 3),
+        (digest_of(OTHER), 4),
+    ]
 
 
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
         ("short\n", "line 1: the key has 5 characters; expected at least 16"),
-        (f"{KEY} {OTHER}\n", "line 1: expected one key a line"),
+        (f"{KEY} {OTHER} {KEY}\n", "line 1: expected NAME KEY, NAME sha256:HEX or"),
         ("# only comments\n", "expected at least one key"),
     ],
 )
@@ -214,9 +223,10 @@ def test_a_bad_key_stops_the_real_server_in_one_line(launch, fake_ollama):
     assert secret not in log
 
 
-def test_keys_identify_by_number_and_hide_in_repr():
-    keys = ApiKeys.of([KEY, OTHER])
-    assert keys.identify(OTHER) == 2 and keys.identify(KEY) == 1
+def test_keys_identify_their_owner_and_hide_in_repr():
+    keys = load_api_keys(Settings(api_keys=f"{KEY},{OTHER}"))
+    assert keys.identify(OTHER) == derived_name(digest_of(OTHER))
+    assert keys.identify(KEY) == derived_name(digest_of(KEY))
     assert keys.identify(WRONG) is None and keys.identify("ключ") is None
     assert KEY not in repr(keys) and KEY not in repr(Settings(api_keys=KEY))
 

@@ -7,6 +7,7 @@ from piagent.settings import Settings, SettingsError
 
 KEY = "kitchen-tablet-0123456789abcdef"
 OTHER = "garage-script-fedcba9876543210"
+KEY2 = "kitchen-laptop-0123456789abcdef"
 
 
 def chat(server, headers=None):
@@ -59,6 +60,20 @@ def test_each_key_has_its_own_budget_and_wrong_keys_share_the_address(start_serv
     assert chat(server, {"X-API-Key": "guess-000000000000001"}).status_code == 429
     log = server.log()
     assert KEY not in log and OTHER not in log
+
+
+def test_the_keys_of_one_owner_share_a_budget(start_server, tmp_path_factory):
+    keys = tmp_path_factory.mktemp("keys") / "keys"
+    keys.write_text(f"alice {KEY}\nalice {KEY2}\nbob {OTHER}\n")
+    server = start_server(
+        API_KEYS_FILE=str(keys), RATE_LIMIT_CHAT="1/minute", RATE_LIMIT_DEFAULT=""
+    )
+    assert chat(server, {"X-API-Key": KEY}).status_code == 200
+    # Alice's second key is still alice: no fresh budget by switching keys.
+    assert chat(server, {"X-API-Key": KEY2}).status_code == 429
+    assert chat(server, {"X-API-Key": OTHER}).status_code == 200
+    assert chat(server, {"X-API-Key": "guess-000000000000000"}).status_code == 401
+    assert chat(server, {"X-API-Key": "guess-000000000000001"}).status_code == 429
 
 
 def test_clients_behind_a_trusted_proxy_have_budgets_of_their_own(start_server):

@@ -17,6 +17,7 @@ FIELDS = [
     "time",
     "request_id",
     "client",
+    "key",
     "method",
     "path",
     "status",
@@ -63,6 +64,7 @@ def test_chat_line_has_every_fact_and_no_message_text(json_server, ollama, strea
     assert list(record) == FIELDS
     assert record["method"] == "POST" and record["path"] == "/chat"
     assert record["status"] == 200 and record["client"] == "127.0.0.1"
+    assert record["key"] is None  # no API keys: one owner, unnamed
     assert record["agent"] == "general" and record["model"] == MODEL
     assert record["conversation_id"] == response.headers["X-Conversation-Id"]
     assert record["prompt_tokens"] > 0
@@ -161,7 +163,7 @@ def test_text_format_is_one_readable_line_and_no_gunicorn_access_line(
     text = server.wait_for_log(f"rid={rid}")
     [line] = [line for line in text.splitlines() if f"rid={rid}" in line]
     assert '127.0.0.1 "POST /chat" 200 ' in line
-    assert " ok rid=" in line and "conv=kitchen" in line
+    assert " ok rid=" in line and "conv=kitchen" in line and " key=" not in line
     assert f"model={MODEL}" in line and "reply=9tok" in line
     cost = ollama.evaluations[-1]
     assert f" prompt={cost.total}tok cached={cost.cached}tok reply=9tok " in line

@@ -6,8 +6,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from piagent.hosts import AllowedHosts
-from piagent.keys import ApiKeys
-from piagent.web.context import EXTENSION, Services
+from piagent.web.context import EXTENSION, RELOAD, Services
 from piagent.web.errors import register_error_handlers
 from piagent.web.guards import install_guards
 from piagent.web.requestlog import init_request_log
@@ -45,7 +44,7 @@ class JSONProvider(DefaultJSONProvider):
     sort_keys = False
 
 
-def build_app(services: Services, keys: ApiKeys, hosts: AllowedHosts) -> Flask:
+def build_app(services: Services, hosts: AllowedHosts) -> Flask:
     """The WSGI app around `services`; nothing here talks to a model server."""
     settings = services.settings
     # No app-wide static folder: the views that serve files (page, api_docs)
@@ -56,11 +55,15 @@ def build_app(services: Services, keys: ApiKeys, hosts: AllowedHosts) -> Flask:
     # large; at the limit exactly, werkzeug would silently truncate it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions[EXTENSION] = services
+    # What a server reloads in place (gunicorn.conf.py's SIGHUP handler).
+    app.extensions[RELOAD] = services.keys.reload
     for view in VIEWS:
         enabled = getattr(view, "enabled", None)
         if enabled is None or enabled(settings):
             app.register_blueprint(view.bp)
     register_error_handlers(app)
     init_request_log(app, settings)
-    install_guards(app, settings, keys, hosts, generating=[chat.bp, openai_chat.bp])
+    install_guards(
+        app, settings, services.keys, hosts, generating=[chat.bp, openai_chat.bp]
+    )
     return app

@@ -8,12 +8,16 @@ from typing import cast
 from flask import current_app
 
 from piagent.chat import ChatService
+from piagent.keys import Keyring
 from piagent.memory import MemoryStore
 from piagent.providers import Provider
 from piagent.settings import Settings
 from piagent.web.schemas import ChatCompletionSchema, ChatRequestSchema
 
 EXTENSION = "piagent"
+# app.extensions[RELOAD]: a callable that re-reads what can change while
+# running (the keys file); gunicorn.conf.py calls it on SIGHUP.
+RELOAD = "piagent.reload"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Services:
     completion_schema: ChatCompletionSchema
     provider: Provider
     memory: MemoryStore | None
+    keys: Keyring
 
 
 def services() -> Services:

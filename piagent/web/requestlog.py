@@ -15,6 +15,7 @@ from flask import Flask, Response, g, request
 
 from piagent.settings import Settings
 from piagent.stats import TurnStats, ending_for_status
+from piagent.web.guards.auth import logged_owner
 from piagent.web.schemas import SAFE_ID
 
 LOGGER = "piagent.request"
@@ -87,6 +88,8 @@ def format_text(record: dict[str, Any]) -> str:
         record["ended"],
         f"rid={record['request_id']}",
     ]
+    if record.get("key"):
+        parts.append(f"key={record['key']}")
     labelled = (
         ("agent", "agent={}"),
         ("model", "model={}"),
@@ -151,6 +154,8 @@ def init_request_log(
         base = {
             "request_id": rid,
             "client": request.remote_addr,
+            # The key's owner (never the key); null without keys or a valid one.
+            "key": logged_owner(),
             "method": request.method,
             "path": request.path,
         }

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from flask import Blueprint, Flask
 
 from piagent.hosts import AllowedHosts
-from piagent.keys import ApiKeys
+from piagent.keys import Keyring
 from piagent.settings import Settings
 from piagent.web.guards.auth import install_auth
 from piagent.web.guards.cors import install_cors
@@ -20,7 +20,7 @@ from piagent.web.guards.rate_limits import install_rate_limits
 def install_guards(
     app: Flask,
     settings: Settings,
-    keys: ApiKeys,
+    keyring: Keyring,
     hosts: AllowedHosts,
     generating: Iterable[Blueprint],
 ) -> None:
@@ -36,8 +36,9 @@ def install_guards(
        @public views included); only the request log sees it.
     3. origin: the 403 for a POST or DELETE from another site's page, for the
        same reason before everything that costs or counts.
-    4. rate limits (Flask-Limiter's before_request), before the key check, so a
-       request with a wrong key is counted too and guessing keys is limited.
+    4. rate limits (Flask-Limiter's before_request), per key owner, before the
+       key check, so a request with a wrong key is counted too (against its
+       address) and guessing keys is limited.
     5. keys: the 401 check, a before_request registered after the limiter's.
     6. CORS last: its after_request then runs first of all of them (Flask runs
        after_request functions in reverse), so its headers go on every answer,
@@ -52,6 +53,6 @@ def install_guards(
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]  # Flask docs
     install_host_check(app, hosts)
     install_origin_check(app, settings)
-    install_rate_limits(app, settings, keys, generating)
-    install_auth(app, keys)
+    install_rate_limits(app, settings, keyring, generating)
+    install_auth(app, keyring)
     install_cors(app, settings)

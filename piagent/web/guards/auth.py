@@ -10,7 +10,7 @@ from typing import TypeVar
 from flask import Flask, current_app, g, request
 
 from piagent.errors import Unauthorized
-from piagent.keys import ApiKeys
+from piagent.keys import Keyring
 
 log = logging.getLogger("piagent")
 
@@ -45,10 +45,13 @@ def is_public() -> bool:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent the request: `label` names a rate-limit bucket and may be
-    logged; it is `key-N` for the N-th configured key, never the key itself."""
+    """Who sent the request: `owner` is its key's owner (None without keys or
+    without a valid key), `label` its rate-limit bucket: `owner:NAME`, so the
+    keys of one owner share a budget, else `addr:ADDRESS`. Neither is ever
+    the key itself."""
 
     label: str
+    owner: str | None
     presented: bool
     authorized: bool
 
@@ -69,8 +72,9 @@ def presented_keys() -> list[str]:
     return offered
 
 
-def caller(keys: ApiKeys) -> Caller:
-    """The request's caller, worked out once per request and kept on `g`.
+def caller(keyring: Keyring) -> Caller:
+    """The request's caller, worked out once per request and kept on `g`
+    (one request sees one set of keys, even across a reload).
 
     The client address is `request.remote_addr`: what the socket says, or
     what a trusted-proxy middleware (if the deployment installs one) has put
@@ -79,31 +83,52 @@ def caller(keys: ApiKeys) -> Caller:
     known = g.get("piagent_caller")
     if isinstance(known, Caller):
         return known
-    address = f"addr-{request.remote_addr or 'local'}"
+    keys = keyring.keys
+    address = f"addr:{request.remote_addr or 'local'}"
     offered = presented_keys() if keys else []
-    numbers = [keys.identify(key) for key in offered]
-    number = next((n for n in numbers if n is not None), None)
+    owners = [keys.identify(key) for key in offered]
+    owner = next((found for found in owners if found is not None), None)
     if not keys:
-        found = Caller(address, presented=False, authorized=True)
-    elif number is None:
-        found = Caller(address, presented=bool(offered), authorized=False)
+        found = Caller(address, None, presented=False, authorized=True)
+    elif owner is None:
+        found = Caller(address, None, presented=bool(offered), authorized=False)
     else:
-        found = Caller(f"key-{number}", presented=True, authorized=True)
+        found = Caller(f"owner:{owner}", owner, presented=True, authorized=True)
     g.piagent_caller = found
     return found
 
 
-def install_auth(app: Flask, keys: ApiKeys) -> None:
+def logged_owner() -> str | None:
+    """The owner for the request log, if one was worked out for this request."""
+    known = g.get("piagent_caller")
+    return known.owner if isinstance(known, Caller) else None
+
+
+def request_owner(keyring: Keyring) -> str | None:
+    """Whose conversations this request reaches: its key's owner, or None
+    without keys (one owner, whose conversations have bare ids).
+
+    The 401 check refused a request without a valid key before any view;
+    should it not have run, this refuses too rather than hand out the
+    keyless conversations.
+    """
+    found = caller(keyring)
+    if not found.authorized:
+        raise Unauthorized("invalid API key", invalid=True)
+    return found.owner
+
+
+def install_auth(app: Flask, keyring: Keyring) -> None:
     """Answer 401 to every request without a valid key, except @public views
     and CORS preflights (browsers never send credentials on those)."""
-    if not keys:
+    if not keyring.keys:
         return
 
     @app.before_request
     def require_api_key() -> None:
         if request.method == "OPTIONS" or is_public():
             return
-        found = caller(keys)
+        found = caller(keyring)
         if found.authorized:
             return
         log.info(

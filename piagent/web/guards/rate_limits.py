@@ -1,4 +1,4 @@
-"""Rate limits per API key (or client address), by Flask-Limiter in this process."""
+"""Rate limits per key owner (or client address), by Flask-Limiter in this process."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, request
 
-from piagent.keys import ApiKeys
+from piagent.keys import Keyring
 from piagent.settings import Settings
 from piagent.web.guards.auth import caller, is_public
 
@@ -20,7 +20,7 @@ LIMITER_RETRY_AFTER = "X-Piagent-Limiter-Retry-After"
 def install_rate_limits(
     app: Flask,
     settings: Settings,
-    keys: ApiKeys,
+    keyring: Keyring,
     generating: Iterable[Blueprint],
 ) -> Limiter | None:
     """RATE_LIMIT_CHAT on the generating blueprints (/chat and
@@ -28,10 +28,11 @@ def install_rate_limits(
     except @public views (/health, the chat page, the API docs) and CORS
     preflights, which are never limited.
 
-    Must be installed before the API-key check: a request with a wrong key is
-    then counted against its client address, so guessing keys is rate limited
-    too. In-memory counters: they live in the worker (WORKERS=1) and start
-    afresh on restart. The moving window means "at most N in any minute", with
+    Counted per key owner, so two keys of one person share a budget. Must be
+    installed before the API-key check: a request with a wrong key is then
+    counted against its client address, so guessing keys is rate limited too.
+    In-memory counters: they live in the worker (WORKERS=1) and start afresh
+    on restart. The moving window means "at most N in any minute", with
     no burst at a window's edge.
     """
     chat_limit = settings.rate_limit_chat.strip()
@@ -48,7 +49,7 @@ def install_rate_limits(
     # turned into Retry-After on its 429s only (below).
     app.config["RATELIMIT_HEADER_RETRY_AFTER"] = LIMITER_RETRY_AFTER
     limiter = Limiter(
-        lambda: caller(keys).label,
+        lambda: caller(keyring).label,
         storage_uri="memory://",
         strategy="moving-window",
         default_limits=[default_limit] if default_limit else [],

@@ -17,6 +17,7 @@ from piagent.web.apidoc import CONVERSATION_ID, Reply, event_stream, operation
 from piagent.web.body import read_json_object
 from piagent.web.client import client_probe
 from piagent.web.context import services
+from piagent.web.guards.auth import request_owner
 from piagent.web.reply_schemas import ChatReplySchema
 from piagent.web.schemas import load_or_422, sent_conversation_id
 from piagent.web.streams import (
@@ -81,6 +82,8 @@ def chat() -> Response:
     The agent's system prompt and the conversation's recent turns go to the
     model with the message. Leave out `conversation_id` to start a new
     conversation; its id comes back in the body and in X-Conversation-Id.
+    With API keys, conversations belong to the key's owner: another owner's
+    id starts a conversation of the caller's own.
     """
     found = services()
     payload = read_json_object(found.settings.max_body_bytes)
@@ -88,7 +91,10 @@ def chat() -> Response:
     g.conversation_id = sent_conversation_id(payload)
     fields = load_or_422(found.chat_schema, payload)
     turn = found.chat.start(
-        fields["message"], fields["agent"], fields["conversation_id"]
+        fields["message"],
+        fields["agent"],
+        fields["conversation_id"],
+        owner=request_owner(found.keys),
     )
     g.conversation_id = turn.conversation_id
     g.turn = turn  # read by the request log when the response is closed

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 from piagent.errors import ConversationNotFound
 from piagent.web.apidoc import Reply, operation
 from piagent.web.context import services
+from piagent.web.guards.auth import request_owner
 from piagent.web.reply_schemas import ConversationSchema
 from piagent.web.schemas import ConversationPathSchema, conversation_id_or_422
 
@@ -23,10 +24,14 @@ bp = Blueprint("conversations", __name__)
     errors=(404, 422, 503),
 )
 def read(conversation_id: str) -> Response:
-    """The stored window, oldest first; looking does not keep it alive."""
+    """The stored window, oldest first; looking does not keep it alive.
+
+    With API keys, only the key owner's own conversations are found: another
+    owner's is a 404, like one that never existed.
+    """
     conversation_id = conversation_id_or_422(conversation_id)
-    memory = services().memory
-    found = memory.conversation(conversation_id) if memory is not None else None
+    chat, keys = services().chat, services().keys
+    found = chat.conversation(conversation_id, request_owner(keys))
     if found is None:
         raise ConversationNotFound(
             f"conversation {conversation_id!r} is unknown or has expired"
@@ -48,11 +53,14 @@ def read(conversation_id: str) -> Response:
     errors=(422, 503),
 )
 def forget(conversation_id: str) -> tuple[str, int]:
-    """Forget it; a conversation that is already gone is forgotten too (204)."""
+    """Forget it; a conversation that is already gone is forgotten too (204).
+
+    With API keys, only the key owner's own: another owner's conversation of
+    the same id is left as it is, and the answer is the same 204.
+    """
     conversation_id = conversation_id_or_422(conversation_id)
-    memory = services().memory
-    if memory is not None:
-        memory.forget(conversation_id)
+    found = services()
+    found.chat.forget(conversation_id, request_owner(found.keys))
     return "", 204
 
 
