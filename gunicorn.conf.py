@@ -2,6 +2,7 @@
 # Values come from the environment or ./.env (same names as piagent's settings).
 import ipaddress
 import os
+import signal
 import sys
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
@@ -41,21 +42,67 @@ backlog = 2048
 workers = _count("WORKERS", 1, 1)
 
 
+class ReloadsOnHangup:
+    """What piagent adds to gunicorn's gevent worker: SIGHUP to a worker
+    (`systemctl reload piagent`, the unit's ExecReload) re-reads the API keys
+    file in place.
+
+    Not gunicorn's reload, SIGHUP to the master: that starts new workers and
+    stops the old ones, losing the in-process memory store and cutting
+    streams longer than GRACEFUL_TIMEOUT. Here the worker stays; the handler
+    only spawns a greenlet, as gunicorn's gevent worker does for USR1 (its
+    #1645), which calls what the app offers as app.extensions
+    ["piagent.reload"] once the event loop runs, between the I/O of open
+    streams. Installed with gunicorn's other worker signals, so a SIGHUP while
+    the app still loads is not the default exit: it reloads once booted.
+    """
+
+    reload_pending = False
+
+    def init_signals(self):
+        super().init_signals()
+        signal.signal(signal.SIGHUP, self.handle_hup)
+        signal.siginterrupt(signal.SIGHUP, False)
+
+    def handle_hup(self, sig, frame):
+        import gevent
+
+        gevent.spawn(self.reload_app)
+
+    def reload_app(self):
+        app = getattr(self, "wsgi", None)
+        if app is None:
+            # Still loading (the app's own I/O lets the greenlet run): it may
+            # have read the file before the change, so read it once loaded.
+            self.reload_pending = True
+            return
+        reload = getattr(app, "extensions", {}).get("piagent.reload")
+        if reload is not None:
+            reload()
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        if self.reload_pending:
+            self.reload_pending = False
+            self.reload_app()
+
+
 class GeventWorker(AsyncWorker):
     """gunicorn's gevent worker, with gevent imported in the worker only.
 
     gunicorn imports the worker class in the master, which only forks and
     watches workers; importing gevent there costs the master RSS for nothing.
-    This stand-in becomes the real class once forked. Measured 2026-12-02 (idle,
-    after start, median of 3): master 25.9 MB here vs 31.3 MB with
-    worker_class = "gevent"; the worker is 1.2 MB larger, so master + worker
-    come to 75.5 vs 79.6 MB, 4.1 MB saved against a 60 MB idle target.
+    This stand-in becomes the real class (with ReloadsOnHangup) once forked.
+    Measured 2026-12-02 (idle, after start, median of 3): master 25.9 MB here
+    vs 31.3 MB with worker_class = "gevent"; the worker is 1.2 MB larger, so
+    master + worker come to 75.5 vs 79.6 MB, 4.1 MB saved against a 60 MB
+    idle target.
     """
 
     def init_process(self):
         from gunicorn.workers.ggevent import GeventWorker as Real
 
-        self.__class__ = Real
+        self.__class__ = type("GeventWorker", (ReloadsOnHangup, Real), {})
         self.init_process()
 
 

@@ -44,8 +44,15 @@ def _env_file_port(workdir: Path) -> int:
 class Server:
     """A gunicorn process and its log, stopped with SIGTERM like systemd would."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], bind: bool = True) -> None:
-        """With bind=False the address comes from a .env in workdir instead."""
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        bind: bool = True,
+        command: list[str] | None = None,
+    ) -> None:
+        """With bind=False the address comes from a .env in workdir instead;
+        `command` replaces the usual gunicorn command line (the unit's, say)."""
         self.workdir = workdir
         self.port = free_port() if bind else _env_file_port(workdir)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,7 +63,8 @@ class Server:
         full_env.update(env)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+            command
+            or [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
             + ["wsgi:app"],
             cwd=workdir,
             env=full_env,
