@@ -17,6 +17,7 @@ from piagent.keys import (
     parse_keys_file,
 )
 from piagent.settings import Settings, SettingsError
+from tests.support.server import ROOT
 
 ALICE = "alice-phone-0123456789abcdef"
 BOB = "bob-tablet-fedcba9876543210"
@@ -181,3 +182,14 @@ def test_a_server_started_without_keys_gets_none_by_reloading(tmp_path, caplog):
     assert not keyring.keys
     assert "piagent started without keys" in caplog.text
 
+
+def test_the_keys_file_shown_in_the_security_guide_is_a_valid_one():
+    guide = (ROOT / "docs" / "security.md").read_text()
+    [example] = [
+        block
+        for block in guide.split("```text\n")[1:]
+        if block.startswith("# NAME KEY")
+    ]
+    lines = parse_keys_file(example.split("```", 1)[0], "docs/security.md")
+    assert [line.owner for line in lines][:3] == ["alice", "alice", "bob"]
+    assert lines[3].owner.startswith("key-") and len(lines) == 4
