@@ -366,6 +366,13 @@ class Settings:
         "Deadline of one whole generation, first byte to last, in seconds.",
         above(0, "seconds"),
     )
+    # --- Tools: agents that call clock, calculator, http ---
+    max_tool_steps: int = setting(
+        4,
+        "Rounds of tool calls one /chat turn may run (model, tools, model, ...); "
+        "past them the turn ends with a note. Tool agents only.",
+        between(1, 32),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -395,11 +402,7 @@ class Settings:
         is collected into `agent_models`; agents.py matches them to agents and
         warns about any that names none.
         """
-        if config is None:
-            repo = (
-                RepositoryEnv(".env") if os.path.isfile(".env") else RepositoryEmpty()
-            )
-            config = Config(repo)
+        config = config or _config()
         values: dict[str, Any] = {}
         kinds = get_type_hints(cls)
         for spec in variable_fields():
@@ -417,6 +420,20 @@ class Settings:
             if (model := str(config(name, default="")).strip())
         }
         return cls(**values)
+
+
+def _config() -> Config:
+    """The environment, then `.env` in the working directory."""
+    repo = RepositoryEnv(".env") if os.path.isfile(".env") else RepositoryEmpty()
+    return Config(repo)
+
+
+def environment_value(name: str) -> str | None:
+    """A variable that is not a setting but named by one (an agent file's
+    `http.token_env`), read like the settings: the environment, then `.env`.
+    Never logged: it is a secret."""
+    value = _config()(name, default=None)
+    return None if value is None else str(value)
 
 
 def variable_fields() -> list[Field[Any]]:
