@@ -104,4 +104,3 @@ def build_toolbox(
 def _known_settings() -> str:
     names = [f"{k.name}.{s}" for k in KINDS.values() for s in k.settings]
     return f"not a tool setting; the settings are {', '.join(names)}"
-

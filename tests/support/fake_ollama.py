@@ -35,7 +35,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,10 +61,16 @@ POLL = 0.01
 @dataclass
 class Step:
     """One scripted reply: text tokens, then tool calls, each a dict with
-    `name`, `arguments` (an object, or text) and optionally `id`."""
+    `name`, `arguments` (an object, or text) and optionally `id`; a fault and
+    a first delay for this request only (added to the behaviour's)."""
 
     text: list[str] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
+    fault: str | None = None
+    first_delay: float = 0.0
+
+
+CHAT_PATHS = ("/api/chat", "/v1/chat/completions")
 
 
 @dataclass
@@ -264,6 +270,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         behaviour = self.fake.behaviour
+        self._step = self.fake._next_step() if self.path in CHAT_PATHS else None
+        if self._step is not None:
+            behaviour = replace(
+                behaviour,
+                fault=self._step.fault or behaviour.fault,
+                first_delay=behaviour.first_delay + self._step.first_delay,
+            )
         self._sent, self._total = 0, len(behaviour.tokens)
         self._generation: tuple[Evaluation, list[str], list[str]] | None = None
         self._calls: list[dict[str, Any]] = []
@@ -349,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             return _dumps(line(text, done_reason=reason, done=True, **metrics))
 
         tokens, fault = list(b.tokens), b.fault
-        step = self.fake._next_step() if chat else None
+        step = self._step
         calls = []
         if step is not None:
             tokens, calls = list(step.text), ollama_calls(step.calls)

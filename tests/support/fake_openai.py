@@ -106,7 +106,7 @@ class _OpenAIHandler(_Handler):
             status, message = STATUS_ERRORS[b.fault]
             return self._send(status, _error_body(message, "server_error"))
         tokens, fault = list(b.tokens), b.fault
-        step: Step | None = self.fake._next_step()
+        step: Step | None = self._step
         calls = openai_calls(step.calls) if step is not None else []
         if step is not None:
             tokens = list(step.text)
