@@ -131,11 +131,11 @@ class ToolLoop:
 
     def recorded(self) -> list[Message]:
         """The exchange as valid history, for memory: a round cut short gets its
-        calls that did not run answered as such, and text the client saw of an
+        calls without a result answered as such, and text the client saw of an
         unfinished round is kept."""
         messages = list(self.exchange)
         for call in self._unanswered:
-            note = error_text("not run: the turn ended first")
+            note = error_text("no result: the turn ended before this call finished")
             messages.append(Message("tool", note, (), call.id, call.name))
         if self._texts:
             messages.append(Message("assistant", "".join(self._texts)))

@@ -6,6 +6,7 @@ Routes, by path:
     /api/big?n=N        200 with N bytes of body
     /api/drip?n=N&gap=S N bytes, one every S seconds
     /api/slow?s=S       headers after S seconds
+    /api/trickle?n=N&gap=S  a header of N bytes, one every S seconds
     /api/gzip           200 with Content-Encoding: gzip
     /api/redirect?to=U  302 to U (relative or absolute)
     /api/status?code=C  status C with a JSON body
@@ -73,6 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/slow":
             time.sleep(float(query["s"]))
             return self._send(200, b"{}", "application/json")
+        if path == "/api/trickle":
+            return self._trickle(int(query["n"]), float(query["gap"]))
         if path == "/api/gzip":
             packed = gzip.compress(b'{"a": 1}')
             return self._send(200, packed, "application/json", Content_Encoding="gzip")
@@ -87,6 +90,19 @@ class _Handler(BaseHTTPRequestHandler):
                 answer["body"] = json.loads(body)
             return self._send(200, json.dumps(answer).encode(), "application/json")
         return self._send(404, b"not found", "text/plain")
+
+    def _trickle(self, n: int, gap: float) -> None:
+        """Headers that never end within a read timeout: each byte comes in time."""
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(n):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(gap)
+            self.wfile.write(b"\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _drip(self, n: int, gap: float) -> None:
         self.send_response(200)
