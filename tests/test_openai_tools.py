@@ -281,3 +281,28 @@ def test_tool_call_answers_match_the_document(start_server, ollama, tool_env):
     )
     for chunk in chunks:
         document.conforms("ChatCompletionChunk", chunk)
+
+
+def test_the_docs_example_of_a_clients_tool_round_trip(client, ollama):
+    """docs/api.md's example, as written: the pydantic message goes back as is."""
+    ollama.behaviour.script = [Step(calls=[CALL]), Step(text=["Sunny, 18 °C."])]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    reply = client.chat.completions.create(
+        model="general", messages=messages, tools=[WEATHER]
+    )
+    message = reply.choices[0].message
+    assert message.tool_calls
+    call = message.tool_calls[0]
+    messages += [
+        message,
+        {"role": "tool", "tool_call_id": call.id, "content": "18 °C, sunny"},
+    ]
+    reply = client.chat.completions.create(
+        model="general", messages=messages, tools=[WEATHER]
+    )
+    assert reply.choices[0].message.content == "Sunny, 18 °C."
+    assert ollama.requests[-1]["messages"][-1] == {
+        "role": "tool",
+        "content": "18 °C, sunny",
+        "tool_name": "get_weather",
+    }

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from piagent.agents import load_agents
-from piagent.settings import Settings, SettingsError
+from piagent.settings import Settings, SettingsError, environment_value
 from piagent.tools import Toolbox, ToolConfigError, ToolError, build_toolbox
 from piagent.tools.calculator import CalculatorTool, calculate
 from piagent.tools.clock import ClockTool
@@ -239,3 +239,32 @@ def test_a_broken_tools_header_stops_start_up_naming_the_file(tmp_path, header, 
     assert message.startswith(f"{path}: ")
     assert needle in message
     assert "\n" not in message
+
+
+def test_an_http_host_that_does_not_resolve_at_start_up_is_a_warning(caplog):
+    def resolver(host, port):
+        raise OSError("Name or service not known")
+
+    with caplog.at_level("WARNING", logger="piagent"):
+        box = build_toolbox(
+            ["http"],
+            {"http.allow": ["http://ha.test:8123/api/"]},
+            environ={}.get,
+            resolver=resolver,
+            source="/etc/piagent/agents/home.md",
+        )
+    assert box is not None
+    [record] = caplog.records
+    assert record.getMessage().startswith(
+        "/etc/piagent/agents/home.md: the http tool's cannot resolve ha.test"
+    )
+    assert "tried again at its first use" in record.getMessage()
+
+
+def test_a_token_variable_is_read_from_the_environment_or_dot_env(
+    tmp_path, monkeypatch
+):
+    (tmp_path / ".env").write_text("PIAGENT_TEST_ONLY_TOKEN=from-the-file\n")
+    monkeypatch.chdir(tmp_path)
+    assert environment_value("PIAGENT_TEST_ONLY_TOKEN") == "from-the-file"
+    assert environment_value("PIAGENT_TEST_ONLY_UNSET") is None
