@@ -394,7 +394,13 @@ class ChatService:
             finally:
                 slot.release()
 
-        return EventStream(self._relay(turn, upstream, slot, loop), release)
+        events = self._relay(turn, upstream, slot, loop)
+        if loop is not None and not pings:
+            # text/plain writes nothing but text, so its status can wait for
+            # the first: tool rounds run now, and a failure in them still
+            # gets its real status, as before the first token of any turn.
+            events = _after_tool_rounds(events)
+        return EventStream(events, release)
 
     def _relay(
         self, turn: Turn, upstream: Upstream, slot: Slot, loop: ToolLoop | None
@@ -472,7 +478,8 @@ class ChatService:
             replies = loop.recorded()  # the loop added up the rounds' usage
         elif upstream.stream is not None:
             stats.usage = upstream.stream.usage
-            stats.calls = tuple(upstream.stream.tool_calls)
+            if turn.client_tools is not None:  # calls for a /v1 client to run
+                stats.calls = tuple(upstream.stream.tool_calls)
         try:
             self._record(turn, replies)
         except MemoryUnavailable as exc:
@@ -485,6 +492,27 @@ class ChatService:
         message after the user's; nothing if there is none."""
         if self._memory is not None and replies and not turn.stateless:
             self._memory.append_exchange(turn.conversation_id, turn.message, replies)
+
+
+def _after_tool_rounds(events: Iterator[Event]) -> Iterator[Event]:
+    """The same events, those before the first text (or the end) pulled now:
+    errors among them are raised here, to the caller."""
+    held: list[Event] = []
+    for event in events:
+        held.append(event)
+        if isinstance(event, Tokens | Done):
+            break
+
+    def replayed() -> Iterator[Event]:
+        try:
+            yield from held
+            yield from events
+        finally:
+            close = getattr(events, "close", None)  # a generator's
+            if close is not None:
+                close()
+
+    return replayed()
 
 
 def _text_of(message: ChatMessage) -> str:

@@ -422,3 +422,18 @@ def test_calls_past_eight_in_one_round_are_not_run(server, ollama):
     assert [r["error"] for r in records] == [False] * 8 + [True] * 2
     assert "not run: at most 8 tool calls per round" in records[-1]["result"]
     assert len(ollama.requests[1]["messages"]) == 3 + 10  # every call answered
+
+
+def test_plain_text_keeps_real_statuses_through_the_tool_rounds(server, ollama):
+    """text/plain answers once text comes: a failure in a later round, before
+    any text, still gets its status; the round that ran is kept, as in any
+    stream."""
+    conversation = cid()
+    ollama.behaviour.script = [Step(calls=[SIX_BY_SEVEN]), Step(fault="status_503")]
+    response = stream(server, "text/plain", conversation_id=conversation)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "busy" in response.json()["detail"]
+    shown = requests.get(f"{server.url}/conversations/{conversation}", timeout=5)
+    roles = [m["role"] for m in shown.json()["messages"]]
+    assert roles == ["user", "assistant", "tool"]
