@@ -63,7 +63,7 @@ class ToolCall:
 
 
 def new_call_id() -> str:
-    """An id for a call the model server gave none (Ollama before 0.12)."""
+    """An id for a call the model server gave none (Ollama may not)."""
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
