@@ -26,6 +26,7 @@ Deterministic: the same prompts in the same order always give the same counts.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -44,12 +45,22 @@ def text_tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def spoken(message: Mapping[str, object]) -> str:
+    """What the model reads of a message: its content, then its tool calls
+    (as a template renders them: here their JSON, keys sorted)."""
+    text = str(message.get("content") or "")
+    calls = message.get("tool_calls")
+    if calls:
+        text += json.dumps(calls, sort_keys=True, separators=(",", ":"))
+    return text
+
+
 def prompt_tokens(messages: Iterable[Mapping[str, object]]) -> list[str]:
     """A chat prompt as the model would read it, ending with the reply marker."""
     tokens: list[str] = []
     for message in messages:
         tokens.append(f"<|{message.get('role')}|>")
-        tokens.extend(text_tokens(str(message.get("content") or "")))
+        tokens.extend(text_tokens(spoken(message)))
         tokens.append(END)
     tokens.append(ASSISTANT)
     return tokens

@@ -1,29 +1,37 @@
-"""Agents: a name, a system prompt and an optional model, read from prompt files."""
+"""Agents: a name, a system prompt, a model and tools, read from prompt files."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from piagent.settings import MODEL_PREFIXES, Settings, SettingsError
+from piagent.settings import MODEL_PREFIXES, Settings, SettingsError, environment_value
+from piagent.tools import Toolbox, ToolConfigError, build_toolbox
+from piagent.tools.http import Resolver, resolve
 
 log = logging.getLogger("piagent")
 
 AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 BUILTIN_DIR = Path(__file__).with_name("prompts")
 SUFFIX = ".md"
-HEADER_KEYS = ("model",)
+HEADER_KEYS = ("model", "tools")
+# `<tool>.<setting>` keys: a tool's name, a dot, a setting name.
+TOOL_SETTING = re.compile(r"[a-z]+\.[a-z_]+")
+Header = dict[str, list[str]]
 
 
 @dataclass(frozen=True)
 class Agent:
-    """A name a request may use, the system prompt it puts first, its model."""
+    """A name a request may use, the system prompt it puts first, its model,
+    and its tools (None: it has none, and its turns are plain chat)."""
 
     name: str
     system_prompt: str
     model: str
+    tools: Toolbox | None = None
 
 
 def is_agent_name(name: str) -> bool:
@@ -55,12 +63,15 @@ def agent_model_variable(agent: str, provider: str = "ollama") -> str:
     return MODEL_PREFIXES[provider] + agent.upper().replace("-", "_")
 
 
-def parse_agent_file(text: str, source: str) -> tuple[dict[str, str], str]:
+def parse_agent_file(text: str, source: str) -> tuple[Header, str]:
     """Split an optional `---` header of `key: value` lines from the prompt.
 
-    A header lets one file carry its model, so an agent is copied as one file.
+    A header lets one file carry its model and tools, so an agent is copied as
+    one file. Keys are `model`, `tools` and `<tool>.<setting>`; a key may come
+    on several lines (its values are kept in order: `tools` and `http.allow`
+    add up, the others say it once).
     """
-    header: dict[str, str] = {}
+    header: Header = {}
     if text.startswith("---\n"):
         end = text.find("\n---\n", 3)
         if end < 0:
@@ -70,12 +81,13 @@ def parse_agent_file(text: str, source: str) -> tuple[dict[str, str], str]:
                 continue
             key, sep, value = line.partition(":")
             key = key.strip().lower()
-            if not sep or key not in HEADER_KEYS:
+            if not sep or not (key in HEADER_KEYS or TOOL_SETTING.fullmatch(key)):
                 raise SettingsError(
                     f"{source}: header line {line!r}: expected one of "
-                    f"{', '.join(k + ': ...' for k in HEADER_KEYS)}"
+                    f"{', '.join(k + ': ...' for k in HEADER_KEYS)} or "
+                    "<tool>.<setting>: ..."
                 )
-            header[key] = value.strip()
+            header.setdefault(key, []).append(value.strip())
         text = text[end + 5 :]
     prompt = text.strip()
     if not prompt:
@@ -83,8 +95,16 @@ def parse_agent_file(text: str, source: str) -> tuple[dict[str, str], str]:
     return header, prompt
 
 
-def load_agents(settings: Settings) -> dict[str, Agent]:
-    """Read every agent once at start-up; a broken file stops start-up by name."""
+def load_agents(
+    settings: Settings,
+    environ: Callable[[str], str | None] = environment_value,
+    resolver: Resolver = resolve,
+) -> dict[str, Agent]:
+    """Read every agent once at start-up; a broken file stops start-up by name.
+
+    `environ` looks up the variables agent files name (the http tool's
+    token); `resolver` resolves the http tool's hosts, once, here.
+    """
     files: dict[str, Path] = {}
     for directory in _directories(settings.agents_dir):
         files.update(_agent_files(directory))
@@ -95,13 +115,25 @@ def load_agents(settings: Settings) -> dict[str, Agent]:
         except (OSError, UnicodeDecodeError) as exc:
             raise SettingsError(f"{path}: cannot read agent file ({exc})") from None
         header, prompt = parse_agent_file(text, str(path))
+        if len(header.get("model", [])) > 1:
+            raise SettingsError(f"{path}: model: given more than once")
         variable = agent_model_variable(name, settings.provider)
         model = (
-            header.get("model")
+            header.get("model", [""])[0]
             or settings.agent_models.get(variable)
             or settings.general_model
         )
-        agents[name] = Agent(name=name, system_prompt=prompt, model=model)
+        try:
+            tools = build_toolbox(
+                header.get("tools", []),
+                {k: v for k, v in header.items() if k not in HEADER_KEYS},
+                environ=environ,
+                resolver=resolver,
+                source=str(path),
+            )
+        except ToolConfigError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+        agents[name] = Agent(name=name, system_prompt=prompt, model=model, tools=tools)
     _warn_about_unused_models(settings, agents)
     return agents
 

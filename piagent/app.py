@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from flask import Flask
 
@@ -32,12 +33,25 @@ from piagent.web.schemas import ChatCompletionSchema, ChatRequestSchema
 log = logging.getLogger("piagent")
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app from settings (read from the environment when not given)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    environ: Callable[[str], str | None] | None = None,
+) -> Flask:
+    """Build the app from settings (read from the environment when not given).
+
+    `environ` looks up the variables agent files name (an http tool's token);
+    by default the environment, then `.env`, as the settings are read.
+    """
     settings = settings or Settings.from_env()
     refuse_an_open_network_bind(settings)
     _configure_logging(settings)
-    agent_table = load_agents(settings)
+    agent_table = (
+        load_agents(settings) if environ is None else load_agents(settings, environ)
+    )
+    for agent in agent_table.values():
+        if agent.tools is not None:
+            log.info("agent %s: tools %s", agent.name, ", ".join(agent.tools.names))
     api_keys = load_api_keys(settings)
     provider = build_provider(settings)
     memory = build_memory(settings)

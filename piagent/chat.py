@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -22,9 +23,18 @@ from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
 from piagent.generation_queue import GenerationQueue, Slot, always_present
 from piagent.memory import Conversation, MemoryStore, Message
 from piagent.memory.window import fit_start
-from piagent.providers import Options, Provider, Reply, TokenStream
+from piagent.providers import (
+    ChatMessage,
+    Options,
+    Provider,
+    Reply,
+    TokenStream,
+    ToolOffer,
+    Usage,
+)
 from piagent.settings import Settings
 from piagent.stats import Ending, TurnStats
+from piagent.tool_loop import ToolLoop, render
 
 log = logging.getLogger("piagent")
 
@@ -37,6 +47,15 @@ TOKENS_PER_MESSAGE = 4
 
 def estimate_tokens(text: str) -> int:
     return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE
+
+
+def message_tokens(message: Message) -> int:
+    """A stored message's estimate: its text, and its tool calls' names and
+    arguments, which the model reads too."""
+    if not message.tool_calls:
+        return estimate_tokens(message.content)
+    calls = "".join(call.name + call.arguments for call in message.tool_calls)
+    return estimate_tokens(message.content + calls)
 
 
 def history_start(
@@ -54,7 +73,7 @@ def history_start(
     fit."""
     return fit_start(
         [m.role for m in history],
-        [estimate_tokens(m.content) for m in history],
+        [message_tokens(m) for m in history],
         estimate_tokens(system_prompt) + estimate_tokens(message),
         budget_tokens,
         max_turns,
@@ -73,14 +92,19 @@ def memory_key(owner: str | None, conversation_id: str) -> str:
 
 def build_messages(
     system_prompt: str, history: Sequence[Message], message: str
-) -> list[dict[str, str]]:
+) -> list[ChatMessage]:
     """System prompt, history oldest first, then the message, exactly as given:
     nothing that changes from request to request (a time, an id) goes in, so
     the next turn's prompt starts with this one's and the model's prompt cache
-    is reused."""
+    is reused. Tool calls and results render as the tool loop sent them."""
     return [
         {"role": "system", "content": system_prompt},
-        *({"role": m.role, "content": m.content} for m in history),
+        *(
+            render(m)
+            if m.role == "tool" or m.tool_calls
+            else {"role": m.role, "content": m.content}
+            for m in history
+        ),
         {"role": "user", "content": message},
     ]
 
@@ -90,17 +114,20 @@ class Turn:
     """One validated request; its history is read once it holds a slot.
 
     A stateless turn (the OpenAI endpoint) brings its own `history`, the
-    client's messages, and is never recorded. `conversation_id` is the id
-    the client sees; `owner` the key owner the conversation belongs to.
+    client's messages, and the client's own tools, if any (`client_tools`); it
+    is never recorded, and the agent's tools are not offered.
+    `conversation_id` is the id the client sees; `owner` the key owner the
+    conversation belongs to.
     """
 
     conversation_id: str
     agent: Agent
     message: str
     stats: TurnStats = field(default_factory=TurnStats, compare=False)
-    history: tuple[dict[str, str], ...] | None = None
+    history: tuple[ChatMessage, ...] | None = None
     options: Options | None = None
     owner: str | None = None
+    client_tools: ToolOffer | None = None
 
     @property
     def stateless(self) -> bool:
@@ -136,6 +163,13 @@ class ChatService:
         self._trim_to = settings.memory_trim_to
         self._prime_seconds = settings.stream_prime_seconds
         self._ping_seconds = settings.stream_ping_seconds
+        self._max_tool_steps = settings.max_tool_steps
+        # Built once per agent: every request offers the same bytes.
+        self._offers = {
+            name: ToolOffer(agent.tools.definitions)
+            for name, agent in self._agents.items()
+            if agent.tools is not None
+        }
         self._queue = queue or GenerationQueue(
             settings.max_concurrent_generations,
             settings.max_queued_generations,
@@ -194,14 +228,15 @@ class ChatService:
     def start_stateless(
         self,
         agent_name: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[ChatMessage],
         options: Options,
         turn_id: str,
+        tools: ToolOffer | None = None,
     ) -> Turn:
         """A turn whose history is the client's `messages`, as given (the agent's
-        system prompt goes first); it must fit the context window, since
-        trimming it would answer a different conversation than the one sent.
-        `max_tokens` above MAX_TOKENS is lowered to it."""
+        system prompt goes first), with the client's `tools`; it must fit the
+        context window, since trimming it would answer a different conversation
+        than the one sent. `max_tokens` above MAX_TOKENS is lowered to it."""
         agent = self._agents.get(agent_name)
         if agent is None:
             raise UnknownModel(
@@ -210,8 +245,10 @@ class ChatService:
             )
         max_tokens = min(options.max_tokens or self._max_tokens, self._max_tokens)
         needed = estimate_tokens(agent.system_prompt) + sum(
-            estimate_tokens(m["content"]) for m in messages
+            estimate_tokens(_text_of(m)) for m in messages
         )
+        if tools is not None:
+            needed += estimate_tokens(json.dumps(tools.definitions))
         if needed > self._ctx_tokens - max_tokens:
             raise ContextTooLong(
                 f"the messages need about {needed} tokens, more than the "
@@ -227,9 +264,21 @@ class ChatService:
             TurnStats(started_at=self._clock()),
             history=tuple(messages),
             options=Options(temperature=options.temperature, max_tokens=max_tokens),
+            client_tools=tools,
         )
 
-    def _messages(self, turn: Turn) -> list[dict[str, str]]:
+    def _offer(self, turn: Turn) -> ToolOffer | None:
+        """The tools a turn's model calls are offered: a /v1 client's own, or
+        the agent's (for /chat)."""
+        if turn.stateless:
+            return turn.client_tools
+        return self._offers.get(turn.agent.name)
+
+    def _looping(self, turn: Turn) -> bool:
+        """Whether piagent runs tools in this turn: /chat with a tool agent."""
+        return not turn.stateless and turn.agent.tools is not None
+
+    def _messages(self, turn: Turn) -> list[ChatMessage]:
         system = {"role": "system", "content": turn.agent.system_prompt}
         if turn.history is not None:
             return [system, *turn.history]
@@ -262,18 +311,84 @@ class ChatService:
         slot = self._queue.acquire(client_present)
         try:
             messages = self._messages(turn)
+            if self._looping(turn):
+                return self._reply_with_tools(turn, slot, messages)
+            offer = self._offer(turn)
             with slot.bounded():
-                reply = self._provider.complete(
-                    turn.agent.model, messages, turn.options
-                )
+                if offer is None:  # as every provider was asked before tools
+                    reply = self._provider.complete(
+                        turn.agent.model, messages, turn.options
+                    )
+                else:
+                    reply = self._provider.complete(
+                        turn.agent.model, messages, turn.options, offer
+                    )
             stats = turn.stats
             stats.ended_at = self._clock()
             stats.first_token_at = reply.first_token_at
             stats.usage, stats.reply, stats.ending = reply.usage, reply.text, Ending.OK
+            stats.calls = reply.tool_calls
             self._record(turn, reply.text)
         finally:
             slot.release()
         return reply
+
+    def _reply_with_tools(
+        self, turn: Turn, slot: Slot, messages: list[ChatMessage]
+    ) -> Reply:
+        """The JSON reply of a tool agent: the whole loop, then the text of
+        every round; stored only once it all succeeded."""
+        stats = turn.stats
+        loop = self._tool_loop(turn, slot, messages, pings=False)
+        upstream = loop.upstream
+        assert upstream.stream is not None
+        stats.first_token_at = upstream.stream.first_token_at
+        try:
+            for _ in loop.run(upstream.stream):
+                pass
+        finally:
+            loop.upstream.close()
+        stats.ended_at = self._clock()
+        stats.chunks = len(loop.seen)
+        stats.reply, stats.ending = "".join(loop.seen), loop.ending
+        self._record(turn, loop.recorded())
+        return Reply(
+            stats.reply, turn.agent.model, stats.usage or Usage(), stats.first_token_at
+        )
+
+    def _tool_loop(
+        self,
+        turn: Turn,
+        slot: Slot,
+        messages: list[ChatMessage],
+        pings: bool,
+        upstream: Upstream | None = None,
+    ) -> ToolLoop:
+        """The loop of a tool agent's turn; its first model call is `upstream`,
+        or started here."""
+        offer = self._offer(turn)
+
+        def open_next(sent: list[ChatMessage]) -> Upstream:
+            def start() -> TokenStream:
+                with slot.bounded():
+                    return self._provider.stream(
+                        turn.agent.model, sent, turn.options, offer
+                    )
+
+            return Upstream.start(start, self._ping_seconds if pings else None)
+
+        assert turn.agent.tools is not None
+        return ToolLoop(
+            turn.agent.tools,
+            self._max_tool_steps,
+            messages,
+            slot,
+            turn.stats,
+            open_next,
+            upstream or open_next(messages),
+            self._ping_seconds,
+            [],
+        )
 
     def stream(
         self,
@@ -293,11 +408,16 @@ class ChatService:
         slot = self._queue.acquire(client_present)
         try:
             messages = self._messages(turn)
+            offer = self._offer(turn)
 
             def start() -> TokenStream:
                 with slot.bounded():
+                    if offer is None:  # as every provider was asked before tools
+                        return self._provider.stream(
+                            turn.agent.model, messages, turn.options
+                        )
                     return self._provider.stream(
-                        turn.agent.model, messages, turn.options
+                        turn.agent.model, messages, turn.options, offer
                     )
 
             upstream = Upstream.start(start, self._prime_seconds if pings else None)
@@ -306,20 +426,31 @@ class ChatService:
             raise
         if upstream.stream is not None:
             turn.stats.first_token_at = self._clock()
+        loop = None
+        if self._looping(turn):
+            loop = self._tool_loop(turn, slot, messages, pings, upstream)
 
         def release() -> None:
             try:
-                upstream.close()
+                (loop.upstream if loop is not None else upstream).close()
             finally:
                 slot.release()
 
-        return EventStream(self._relay(turn, upstream, slot), release)
+        events = self._relay(turn, upstream, slot, loop)
+        if loop is not None and not pings:
+            # text/plain writes nothing but text, so its status can wait for
+            # the first: tool rounds run now, and a failure in them still
+            # gets its real status, as before the first token of any turn.
+            events = _after_tool_rounds(events)
+        return EventStream(events, release)
 
-    def _relay(self, turn: Turn, upstream: Upstream, slot: Slot) -> Iterator[Event]:
+    def _relay(
+        self, turn: Turn, upstream: Upstream, slot: Slot, loop: ToolLoop | None
+    ) -> Iterator[Event]:
         # A token counts as seen once the server asks for the next one, i.e.
         # after writing it; a client that left is noticed at that write. The
         # deadline is armed only while waiting on the model, never at `yield`.
-        seen: list[str] = []
+        seen: list[str] = [] if loop is None else loop.seen
         stats = turn.stats
         finished = False
         try:
@@ -331,15 +462,19 @@ class ChatService:
                     yield PING
                 stream = upstream.resolve()
                 stats.first_token_at = self._clock()
-            batches = stream.batches()
-            while True:
-                batch = slot.next_within(batches)
-                if batch is None:
-                    break
-                yield Tokens(batch)
-                seen.extend(batch)
-            stats.ending = Ending.OK
-            self._finish(turn, upstream, seen)
+            if loop is None:
+                batches = stream.batches()
+                while True:
+                    batch = slot.next_within(batches)
+                    if batch is None:
+                        break
+                    yield Tokens(batch)
+                    seen.extend(batch)
+                stats.ending = Ending.OK
+            else:
+                yield from loop.run(stream)
+                stats.ending = loop.ending
+            self._finish(turn, upstream, seen, loop)
             finished = True
             yield Done(stats)
         except GeneratorExit:
@@ -366,26 +501,65 @@ class ChatService:
             raise
         finally:
             try:
-                upstream.close()
+                (loop.upstream if loop is not None else upstream).close()
                 if not finished:
-                    self._finish(turn, upstream, seen)
+                    self._finish(turn, upstream, seen, loop)
             finally:
                 slot.release()
 
-    def _finish(self, turn: Turn, upstream: Upstream, seen: list[str]) -> None:
+    def _finish(
+        self, turn: Turn, upstream: Upstream, seen: list[str], loop: ToolLoop | None
+    ) -> None:
         """Fill in the turn's facts and record what the client saw."""
         stats = turn.stats
         stats.ended_at = self._clock()
         stats.chunks = len(seen)
-        stats.usage = upstream.stream.usage if upstream.stream is not None else None
         stats.reply = "".join(seen)
+        replies: str | list[Message] = stats.reply
+        if loop is not None:
+            replies = loop.recorded()  # the loop added up the rounds' usage
+        elif upstream.stream is not None:
+            stats.usage = upstream.stream.usage
+            if turn.client_tools is not None:  # calls for a /v1 client to run
+                stats.calls = tuple(upstream.stream.tool_calls)
         try:
-            self._record(turn, stats.reply)
+            self._record(turn, replies)
         except MemoryUnavailable as exc:
             # The 200 and the text went out already: all that is left is to say
             # the exchange was not stored.
             log.warning("exchange of %s not stored: %s", turn.conversation_id, exc)
 
-    def _record(self, turn: Turn, reply: str) -> None:
-        if self._memory is not None and reply and not turn.stateless:
-            self._memory.append_exchange(turn.memory_key, turn.message, reply)
+    def _record(self, turn: Turn, replies: str | list[Message]) -> None:
+        """Store the exchange: the reply's text, or (a tool agent's turn) every
+        message after the user's; nothing if there is none."""
+        if self._memory is not None and replies and not turn.stateless:
+            self._memory.append_exchange(turn.memory_key, turn.message, replies)
+
+
+def _after_tool_rounds(events: Iterator[Event]) -> Iterator[Event]:
+    """The same events, those before the first text (or the end) pulled now:
+    errors among them are raised here, to the caller."""
+    held: list[Event] = []
+    for event in events:
+        held.append(event)
+        if isinstance(event, Tokens | Done):
+            break
+
+    def replayed() -> Iterator[Event]:
+        try:
+            yield from held
+            yield from events
+        finally:
+            close = getattr(events, "close", None)  # a generator's
+            if close is not None:
+                close()
+
+    return replayed()
+
+
+def _text_of(message: ChatMessage) -> str:
+    """What a client's message costs in the context: its text and tool calls."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return str(message.get("content") or "")
+    return str(message.get("content") or "") + json.dumps(calls)

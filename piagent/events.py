@@ -1,5 +1,6 @@
-"""What a streamed turn emits (tokens, pings, its end), and a model start that can
-run in the background so a stream can ping while the model reads the prompt.
+"""What a streamed turn emits (tokens, tool calls and results, pings, its end), and
+a model start that can run in the background so a stream can ping while the
+model reads the prompt.
 
 One event stream feeds every stream format (text, SSE, NDJSON, OpenAI chunks);
 the blueprints only frame the events. A failure after the response committed
@@ -35,13 +36,35 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """The model asked for one of the agent's tools; sent before it runs.
+    `arguments` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool call's result: `result` shortened for the client (the model gets
+    all of it), whether it was an error, and how long it took."""
+
+    id: str
+    name: str
+    result: str
+    error: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Done:
     """The model finished; the exchange is recorded by the time this is sent."""
 
     stats: TurnStats
 
 
-Event = Tokens | Ping | Done
+Event = Tokens | Ping | ToolCall | ToolResult | Done
 PING = Ping()
 T = TypeVar("T")
 

@@ -442,6 +442,13 @@ class Settings:
         "Deadline of one whole generation, first byte to last, in seconds.",
         above(0, "seconds"),
     )
+    # --- Tools: agents that call clock, calculator, http ---
+    max_tool_steps: int = setting(
+        4,
+        "Rounds of tool calls one /chat turn may run (model, tools, model, ...); "
+        "past them the turn ends with a note. Tool agents only.",
+        between(1, 32),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -472,13 +479,7 @@ class Settings:
         is collected into `agent_models`; agents.py matches them to agents and
         warns about any that names none.
         """
-        if config is None:
-            repo = (
-                RepositoryEnv(env_file)
-                if os.path.isfile(env_file)
-                else RepositoryEmpty()
-            )
-            config = Config(repo)
+        config = config or _config(env_file)
         values: dict[str, Any] = {}
         kinds = get_type_hints(cls)
         for spec in variable_fields():
@@ -496,6 +497,20 @@ class Settings:
             if (model := str(config(name, default="")).strip())
         }
         return cls(**values)
+
+
+def _config(env_file: str = ".env") -> Config:
+    """The environment, then `env_file` (`.env` in the working directory)."""
+    repo = RepositoryEnv(env_file) if os.path.isfile(env_file) else RepositoryEmpty()
+    return Config(repo)
+
+
+def environment_value(name: str) -> str | None:
+    """A variable that is not a setting but named by one (an agent file's
+    `http.token_env`), read like the settings: the environment, then `.env`.
+    Never logged: it is a secret."""
+    value = _config()(name, default=None)
+    return None if value is None else str(value)
 
 
 def variable_fields() -> list[Field[Any]]:

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from piagent.providers import Usage
+from piagent.providers import ToolCall, Usage
 
 
 class Ending(StrEnum):
     """How a request ended, as the request log's `ended` field names it."""
 
     OK = "ok"
+    # The model asked for tools past MAX_TOOL_STEPS: the turn ended with a note.
+    TOOL_LIMIT = "tool_limit"
     CLIENT_GONE = "client_gone"
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
     REJECTED = "rejected"
     ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ToolRecord:
+    """One tool call of a turn, for the reply, the request log and the events:
+    the full result is the model's; `result` here is shortened."""
+
+    id: str
+    name: str
+    arguments: str
+    result: str
+    error: bool
+    seconds: float
 
 
 @dataclass
@@ -34,6 +49,10 @@ class TurnStats:
     usage: Usage | None = None
     ending: Ending | None = None
     reply: str = ""
+    # The agent's tools this turn ran, in order.
+    tools: list[ToolRecord] = field(default_factory=list)
+    # Tool calls the model asked a /v1 client to run (its own tools).
+    calls: tuple[ToolCall, ...] = ()
 
     @property
     def reply_tokens(self) -> int | None:

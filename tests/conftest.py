@@ -19,11 +19,14 @@ from piagent.settings import Settings
 from tests.support.browser import Browser, browser_available
 from tests.support.fake_ollama import FakeOllama
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.http_target import HttpTarget
 from tests.support.redis_server import RedisServer, redis_available
 from tests.support.server import Server, stop_all
 
 # Short so the timeout tests are quick; the default is sized for a cold Pi.
 TEST_TIMEOUT = "1.5"
+# The http tool's token in the servers of tool_env (a test secret).
+TOOL_TOKEN = "ha-long-lived-token"
 
 
 @pytest.fixture(scope="session")
@@ -188,3 +191,36 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     docs/screenshots, to update the README's), else a temporary directory."""
     chosen = os.environ.get("PIAGENT_SCREENSHOTS")
     return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="session")
+def tool_target() -> Iterator[HttpTarget]:
+    """A loopback service for the http tool: a stand-in for Home Assistant."""
+    with HttpTarget() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def tool_env(
+    tmp_path_factory: pytest.TempPathFactory, tool_target: HttpTarget
+) -> dict[str, str]:
+    """Settings of a server whose agents have tools: `helper` (clock,
+    calculator) and `house` (http, allowed under tool_target's /api/)."""
+    directory = tmp_path_factory.mktemp("agents")
+    (directory / "helper.md").write_text(
+        "---\ntools: clock, calculator\nclock.timezone: UTC\n---\nYou help.\n"
+    )
+    (directory / "house.md").write_text(
+        "---\n"
+        "tools: http\n"
+        f"http.allow: {tool_target.url}/api/\n"
+        "http.token_env: HA_TOKEN\n"
+        "http.methods: GET, POST\n"
+        "http.timeout: 1\n"
+        "---\nYou run the house.\n"
+    )
+    return {
+        "AGENTS_DIR": str(directory),
+        "HA_TOKEN": TOOL_TOKEN,
+        "LOG_FORMAT": "json",
+    }

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from decouple import Config, RepositoryEnv
 
+from piagent import create_app
 from piagent.settings import Settings, variable_fields
+from tests.conftest import TEST_TIMEOUT
 from tests.support import settings_doc
 from tests.support.server import ROOT
 
@@ -170,6 +172,50 @@ def as_request(command: str) -> tuple[str, str, dict[str, str], bytes | None]:
     return method or ("POST" if body else "GET"), path, headers, body
 
 
+AGENT_FILE = re.compile(
+    r"<!-- agent file: ([a-z0-9_-]+\.md) -->\n```markdown\n(.*?)```", re.S
+)
+# What the example agents name in their http.token_env.
+EXAMPLE_ENVIRONMENT = {"HA_TOKEN": "an-example-token"}
+
+
+def doc_agent_files() -> list[tuple[str, str]]:
+    """The agent files the docs show, each marked `<!-- agent file: name.md -->`."""
+    return [
+        (name, text)
+        for page in PAGES
+        for name, text in AGENT_FILE.findall(page.read_text())
+    ]
+
+
+def test_the_docs_show_an_agent_with_tools():
+    assert any("tools:" in text for _, text in doc_agent_files())
+
+
+def test_an_agent_file_shown_twice_is_the_same_file():
+    shown: dict[str, str] = {}
+    for name, text in doc_agent_files():
+        assert shown.setdefault(name, text) == text, name
+
+
+@pytest.fixture(scope="module")
+def docs_client(fake_ollama, tmp_path_factory):
+    """The app with the docs' example agents (start-up accepts them), the same
+    test defaults as the `app` fixture otherwise."""
+    directory = tmp_path_factory.mktemp("doc-agents")
+    for name, text in doc_agent_files():
+        (directory / name).write_text(text)
+    settings = Settings(
+        ollama_host=fake_ollama.url,
+        model_timeout=float(TEST_TIMEOUT),
+        rate_limit_chat="",
+        rate_limit_default="",
+        agents_dir=str(directory),
+        allowed_hosts=INSTALLED_HOSTS,
+    )
+    return create_app(settings, environ=EXAMPLE_ENVIRONMENT.get).test_client()
+
+
 def test_curl_examples_are_found():
     pages = {page for page, _, _ in curl_examples()}
     assert {"README.md", "docs/api.md", "docs/deploy.md"} <= pages
@@ -180,18 +226,17 @@ def test_curl_examples_are_found():
 
 @pytest.mark.parametrize(("page", "command", "documented"), curl_examples())
 def test_curl_examples_are_answered_as_documented(
-    make_app, ollama, page, command, documented
+    docs_client, ollama, page, command, documented
 ):
     """The app of an installed Pi knows the route and method, takes the body
     and headers as sent (keys are not configured here, so a documented key is
     not checked), and answers without a server error; a refusal shown on
     purpose gets the status its comment says."""
-    client = make_app(allowed_hosts=INSTALLED_HOSTS).test_client()
     method, path, headers, body = as_request(command)
     headers.pop("Authorization", None)
     if body is not None:
         json.loads(body)  # the example's body is JSON
-    response = client.open(
+    response = docs_client.open(
         path, method=method, headers=headers, data=body, buffered=True
     )
     detail = response.get_json(silent=True) or {}

@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from piagent.errors import MemoryUnavailable
-from piagent.memory import build_memory, sqlite_store
+from piagent.memory import Message, StoredCall, build_memory, sqlite_store
 from piagent.memory.sqlite_store import SCHEMA_VERSION, SchemaTooNew, SQLiteMemoryStore
 from piagent.settings import Settings, SettingsError
 
@@ -76,3 +76,36 @@ def test_a_file_locked_too_long_is_unavailable_not_a_hang(tmp_path, monkeypatch)
         holder.execute("ROLLBACK")
     store.append_exchange("c", "q", "a")
     assert store.history("c")
+
+
+def test_a_file_of_schema_1_is_migrated_and_its_messages_kept(tmp_path):
+    """Schema 2 (tool calls) adds a column: rows of schema 1 read as before."""
+    path = str(tmp_path / "m.sqlite3")
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in sqlite_store.MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO conversations VALUES ('c', 1e12, 1e12)")
+    db.execute("INSERT INTO messages VALUES ('c', 1, 'user', 'q')")
+    db.execute("INSERT INTO messages VALUES ('c', 2, 'assistant', 'a')")
+    db.close()
+    store = SQLiteMemoryStore(path, 8, 1e13, 10)
+    assert store.history("c") == [Message("user", "q"), Message("assistant", "a")]
+    call = StoredCall("call_1", "clock", "{}")
+    store.append_exchange(
+        "c",
+        "what time?",
+        [
+            Message("assistant", "", (call,)),
+            Message("tool", '{"time": "12:00"}', (), "call_1", "clock"),
+            Message("assistant", "noon"),
+        ],
+    )
+    assert store.history("c")[2:] == [
+        Message("user", "what time?"),
+        Message("assistant", "", (call,)),
+        Message("tool", '{"time": "12:00"}', (), "call_1", "clock"),
+        Message("assistant", "noon"),
+    ]
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
+    assert version == (SCHEMA_VERSION,) == (2,)

@@ -22,7 +22,8 @@ from piagent.agents import Agent
 from piagent.chat import ChatService, estimate_tokens
 from piagent.errors import MemoryUnavailable
 from piagent.generation_queue import GenerationQueue
-from piagent.memory import LocalMemoryStore, Message, sqlite_store
+from piagent.memory import LocalMemoryStore, Message, StoredCall, sqlite_store
+from piagent.memory.base import drop_leading_reply
 from piagent.memory.redis_store import RedisMemoryStore
 from piagent.memory.sqlite_store import SQLiteMemoryStore
 from piagent.memory.window import append_start, fit_start, kept_from, sliding
@@ -457,4 +458,54 @@ def test_messages_named_like_a_user_entry_do_not_fool_the_redis_cut(backend):
     assert store.history("c") == [
         Message("user", "q2"),
         Message("assistant", '["user", "a2"]'),
+    ]
+
+
+# --- exchanges with tool calls (issue 17) ------------------------------------
+
+CALL = StoredCall("call_1", "calculator", '{"expression":"6*7"}')
+
+
+def tool_exchange(n: int) -> list[Message]:
+    """The messages after a user message in a turn that used a tool."""
+    call = CALL._replace(id=f"call_{n}")
+    return [
+        Message("assistant", "", (call,)),
+        Message("tool", '{"result": 42}', (), call.id, call.name),
+        Message("assistant", f"a{n}"),
+    ]
+
+
+def test_a_tool_exchange_is_stored_and_read_back_exactly(backend):
+    store = windowed(backend, 16, 0)
+    store.append_exchange("t", "q0", tool_exchange(0))
+    store.append_exchange("t", "q1", "plain")
+    assert store.history("t") == [
+        Message("user", "q0"),
+        *tool_exchange(0),
+        Message("user", "q1"),
+        Message("assistant", "plain"),
+    ]
+    assert store.conversation("t").messages == store.history("t")
+
+
+def test_tool_exchanges_are_cut_whole_at_user_messages(backend):
+    store = windowed(backend, 8, 4)
+    for n in range(3):  # 4 messages each: the third outgrows 8
+        store.append_exchange("t", f"q{n}", tool_exchange(n))
+    history = store.history("t")
+    assert history[0] == Message("user", "q1")
+    assert [m.role for m in history] == ["user", "assistant", "tool", "assistant"] * 2
+    assert history[-1] == Message("assistant", "a2")
+
+
+def test_a_window_opening_with_tool_messages_drops_them(backend):
+    """Windows written before cuts in blocks may open with a reply; tool
+    results or calls there are dropped the same way."""
+    store = windowed(backend, 4, 3)
+    store.append_exchange("t", "q0", tool_exchange(0))
+    store.append_exchange("t", "q1", "a1")  # 6 > 4: cut to 3, from a question
+    assert contents(store, "t") == ["q1", "a1"]
+    assert drop_leading_reply(tool_exchange(0) + [Message("user", "q")]) == [
+        Message("user", "q")
     ]

@@ -27,9 +27,56 @@ contents = st.one_of(
     ),
     json_values,
 )
+functions = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.one_of(st.sampled_from(["clock", "a b", ""]), json_values),
+            "arguments": st.one_of(st.sampled_from(["{}", "{bad"]), json_values),
+            "description": json_values,
+            "parameters": json_values,
+        },
+    ),
+    json_values,
+)
+tool_calls = st.one_of(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "id": st.one_of(st.just("call_1"), json_values),
+                "type": st.one_of(st.just("function"), json_values),
+                "function": functions,
+            },
+        ),
+        max_size=2,
+    ),
+    json_values,
+)
 messages = st.lists(
-    st.fixed_dictionaries({}, optional={"role": roles, "content": contents}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "role": roles,
+            "content": contents,
+            "tool_calls": tool_calls,
+            "tool_call_id": st.one_of(st.just("call_1"), json_values),
+        },
+    ),
     max_size=4,
+)
+tools = st.one_of(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "type": st.one_of(st.just("function"), json_values),
+                "function": functions,
+            },
+        ),
+        max_size=2,
+    ),
+    json_values,
 )
 completion_bodies = st.fixed_dictionaries(
     {},
@@ -43,6 +90,15 @@ completion_bodies = st.fixed_dictionaries(
             st.fixed_dictionaries({"include_usage": json_values}), json_values
         ),
         "n": json_values,
+        "tools": tools,
+        "tool_choice": st.one_of(
+            st.sampled_from(["none", "auto", "required", "always"]),
+            st.fixed_dictionaries(
+                {"type": st.just("function"), "function": json_values}
+            ),
+            json_values,
+        ),
+        "parallel_tool_calls": json_values,
     },
 )
 

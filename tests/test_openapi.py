@@ -90,7 +90,13 @@ def test_chat_describes_json_and_the_three_stream_formats(doc):
     }
     events = ok["content"]["text/event-stream"]["x-events"]
     names = {ref["$ref"].rsplit("/", 1)[1] for ref in events}
-    assert names == {"TokenEvent", "DoneEvent", "StreamErrorEvent"}
+    assert names == {
+        "TokenEvent",
+        "ToolCallEvent",
+        "ToolResultEvent",
+        "DoneEvent",
+        "StreamErrorEvent",
+    }
     assert all(name in doc["components"]["schemas"] for name in names)
     assert ok["headers"]["X-Conversation-Id"]["required"] is True
 

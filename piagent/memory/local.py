@@ -5,9 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from piagent.memory.base import Conversation, Message, drop_leading_reply
+from piagent.memory.base import (
+    Conversation,
+    Message,
+    drop_leading_reply,
+    exchange_messages,
+)
 from piagent.memory.window import append_start, kept_from, sliding
 
 
@@ -76,7 +81,9 @@ class LocalMemoryStore:
                 found.touched + self._ttl,
             )
 
-    def append_exchange(self, conversation_id: str, user: str, assistant: str) -> None:
+    def append_exchange(
+        self, conversation_id: str, user: str, assistant: str | Sequence[Message]
+    ) -> None:
         if self._max_turns == 0:
             return
         with self._lock:
@@ -89,7 +96,7 @@ class LocalMemoryStore:
                 while len(self._conversations) > self._max_conversations:
                     self._conversations.popitem(last=False)
             self._touch(conversation_id, conversation, now)
-            exchange = (Message("user", user), Message("assistant", assistant))
+            exchange = exchange_messages(user, assistant)
             window = conversation.messages
             start: int | None = 0
             # append_start's own first test, so the common append, which needs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +13,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from piagent.errors import MemoryUnavailable
-from piagent.memory.base import Conversation, Message, drop_leading_reply
+from piagent.memory.base import (
+    Conversation,
+    Message,
+    drop_leading_reply,
+    exchange_messages,
+)
 from piagent.memory.window import sliding
 
 PREFIX = "piagent:memory:"
@@ -175,10 +180,12 @@ class RedisMemoryStore:
             updated_at + self._ttl,
         )
 
-    def append_exchange(self, conversation_id: str, user: str, assistant: str) -> None:
+    def append_exchange(
+        self, conversation_id: str, user: str, assistant: str | Sequence[Message]
+    ) -> None:
         if self._max_turns == 0:
             return
-        exchange = [["user", user], ["assistant", assistant]]
+        exchange = [_entry(m) for m in exchange_messages(user, assistant)]
         now = self._clock()
         with self._mapped():
             self._append(
@@ -231,5 +238,13 @@ class RedisMemoryStore:
             ) from exc
 
 
+def _entry(message: Message) -> list[Any]:
+    """A list entry: [role, content], plus Message.extra() when there is any.
+    A user message's entry must start with '["user",' (KEPT_FROM finds cuts
+    by it): json.dumps writes it so."""
+    extra = message.extra()
+    return [message.role, message.content] + ([extra] if extra else [])
+
+
 def _decode(raw: list[Any]) -> list[Message]:
-    return [Message(*json.loads(item)) for item in raw]
+    return [Message.restored(*json.loads(item)) for item in raw]

@@ -6,11 +6,16 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from piagent.errors import MemoryUnavailable
-from piagent.memory.base import Conversation, Message, drop_leading_reply
+from piagent.memory.base import (
+    Conversation,
+    Message,
+    drop_leading_reply,
+    exchange_messages,
+)
 from piagent.memory.window import append_start, kept_from, sliding
 
 # Seconds a statement waits for another process's write lock before giving up
@@ -46,6 +51,10 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TRIGGER conversation_removed AFTER DELETE ON conversations
         BEGIN UPDATE counts SET n = n - 1 WHERE name = 'conversations'; END""",
     ],
+    # 2: tool calls (issue 17). What a message holds beside role and content,
+    # as JSON (Message.extra): an assistant's tool calls, a tool result's call
+    # id and tool name; NULL for a plain message, so old rows need no rewrite.
+    ["ALTER TABLE messages ADD COLUMN extra TEXT"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -121,7 +130,9 @@ class SQLiteMemoryStore:
             touched + self._ttl,
         )
 
-    def append_exchange(self, conversation_id: str, user: str, assistant: str) -> None:
+    def append_exchange(
+        self, conversation_id: str, user: str, assistant: str | Sequence[Message]
+    ) -> None:
         if self._max_turns == 0:
             return
         with self._transaction() as db:
@@ -145,7 +156,7 @@ class SQLiteMemoryStore:
                     "conversations WHERE id != ? ORDER BY touched LIMIT ?)",
                     (conversation_id, count - self._max_conversations),
                 )
-            exchange = [("user", user), ("assistant", assistant)]
+            exchange = exchange_messages(user, assistant)
             seqs, roles = self._window(db, conversation_id)
             start = append_start(roles, len(exchange), self._max_turns, self._trim_to)
             if start is None:
@@ -154,10 +165,10 @@ class SQLiteMemoryStore:
             self._drop_before(db, conversation_id, seqs, start)
             last = seqs[-1] if seqs else 0
             db.executemany(
-                "INSERT INTO messages VALUES (?, ?, ?, ?)",
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
                 [
-                    (conversation_id, last + offset, role, content)
-                    for offset, (role, content) in enumerate(exchange, 1)
+                    (conversation_id, last + offset, m.role, m.content, m.extra_json())
+                    for offset, m in enumerate(exchange, 1)
                 ],
             )
 
@@ -205,10 +216,11 @@ class SQLiteMemoryStore:
     @staticmethod
     def _messages(db: sqlite3.Connection, conversation_id: str) -> list[Message]:
         rows = db.execute(
-            "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY seq",
+            "SELECT role, content, extra FROM messages WHERE conversation_id = ? "
+            "ORDER BY seq",
             (conversation_id,),
         )
-        return [Message(role, content) for role, content in rows]
+        return [Message.restored(role, content, extra) for role, content, extra in rows]
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:

@@ -1,18 +1,23 @@
 """Model servers piagent can talk to, behind one small protocol."""
 
 from piagent.providers.base import (
+    ChatMessage,
     ModelState,
     Options,
     Provider,
     Readiness,
     Reply,
     TokenStream,
+    ToolCall,
+    ToolOffer,
     Usage,
+    new_call_id,
 )
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.openai import OpenAIProvider
 
 __all__ = [
+    "ChatMessage",
     "ModelState",
     "OllamaProvider",
     "OpenAIProvider",
@@ -21,5 +26,8 @@ __all__ = [
     "Readiness",
     "Reply",
     "TokenStream",
+    "ToolCall",
+    "ToolOffer",
     "Usage",
+    "new_call_id",
 ]

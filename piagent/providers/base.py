@@ -1,10 +1,21 @@
-"""The provider protocol: a whole reply, or a primed stream of text chunks."""
+"""The provider protocol: a whole reply, or a primed stream of text chunks.
+
+Messages are dicts in OpenAI's chat format, the one both kinds of model server
+are spoken to in: `role` and `content`, an assistant's `tool_calls` (`id`,
+`type`, `function` with `name` and `arguments` as a JSON text) and a tool
+result's `tool_call_id`. The Ollama provider converts them to Ollama's own
+format (arguments as an object, `tool_name`) on the way out.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# A message as the providers take it (see the module docstring).
+ChatMessage = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,42 @@ class Options:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A tool call the model made: `arguments` is JSON text, as the model
+    wrote it (an OpenAI-compatible server) or as piagent wrote the object
+    Ollama sent (compact, in the model's key order), so it renders the same
+    bytes every time it is sent back."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def wire(self) -> dict[str, Any]:
+        """The call in an assistant message of OpenAI's format."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+def new_call_id() -> str:
+    """An id for a call the model server gave none (Ollama may not)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True)
+class ToolOffer:
+    """Tools a request offers the model: definitions in OpenAI's function
+    format, and an OpenAI client's `tool_choice` and `parallel_tool_calls`
+    (passed on where the model server takes them)."""
+
+    definitions: tuple[dict[str, Any], ...]
+    choice: Any = None
+    parallel: bool | None = None
+
+
+@dataclass(frozen=True)
 class Reply:
     """A whole reply, as a JSON answer needs it."""
 
@@ -40,6 +87,7 @@ class Reply:
     usage: Usage
     # time.monotonic() when the first text arrived, for time-to-first-token.
     first_token_at: float | None = None
+    tool_calls: tuple[ToolCall, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -76,6 +124,8 @@ class TokenStream(Protocol):
     usage: Usage | None
     # time.monotonic() when the first text arrived.
     first_token_at: float | None
+    # The tool calls the model made, complete once the stream has ended.
+    tool_calls: list[ToolCall]
 
     def __iter__(self) -> Iterator[str]: ...
 
@@ -95,17 +145,20 @@ class Provider(Protocol):
     def stream(
         self,
         model: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[ChatMessage],
         options: Options | None = None,
+        tools: ToolOffer | None = None,
     ) -> TokenStream:
-        """Start a generation; raise a ProviderError if it fails before any text."""
+        """Start a generation; raise a ProviderError if it fails before any text
+        (or, for a reply of tool calls only, before it ended)."""
         ...
 
     def complete(
         self,
         model: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[ChatMessage],
         options: Options | None = None,
+        tools: ToolOffer | None = None,
     ) -> Reply:
         """The whole reply; a failure at any point raises a ProviderError."""
         ...

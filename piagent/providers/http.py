@@ -33,7 +33,14 @@ from piagent.errors import (
     StreamBroken,
     StreamStalled,
 )
-from piagent.providers.base import Options, Reply, Usage
+from piagent.providers.base import (
+    ChatMessage,
+    Options,
+    Reply,
+    ToolCall,
+    ToolOffer,
+    Usage,
+)
 from piagent.providers.chunked import arrived, chunked_reads, line_batches
 from piagent.providers.pool import SingleHostAdapter
 
@@ -86,8 +93,9 @@ class HttpProvider:
     def stream(
         self,
         model: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[ChatMessage],
         options: Options | None = None,
+        tools: ToolOffer | None = None,
     ) -> LineStream:
         raise NotImplementedError
 
@@ -105,12 +113,13 @@ class HttpProvider:
     def complete(
         self,
         model: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[ChatMessage],
         options: Options | None = None,
+        tools: ToolOffer | None = None,
     ) -> Reply:
         """Always a stream underneath, so the read timeout bounds each gap between
         bytes and never the length of a whole reply."""
-        stream = self.stream(model, messages, options)
+        stream = self.stream(model, messages, options, tools)
         try:
             text = "".join(stream)
         finally:
@@ -120,6 +129,7 @@ class HttpProvider:
             model=model,
             usage=stream.usage or Usage(),
             first_token_at=stream.first_token_at,
+            tool_calls=tuple(stream.tool_calls),
         )
 
     def _open_stream(
@@ -243,6 +253,7 @@ class LineStream:
     def __init__(self, provider: HttpProvider, response: requests.Response, model: str):
         self.model = model
         self.usage: Usage | None = None
+        self.tool_calls: list[ToolCall] = []
         self._provider = provider
         self._response = response
         self.started = False

@@ -16,7 +16,16 @@ from piagent.errors import (
     ProviderError,
     ProviderFailed,
 )
-from piagent.providers.base import ModelState, Options, Readiness, Usage
+from piagent.providers.base import (
+    ChatMessage,
+    ModelState,
+    Options,
+    Readiness,
+    ToolCall,
+    ToolOffer,
+    Usage,
+    new_call_id,
+)
 from piagent.providers.counts import count
 from piagent.providers.http import HttpProvider, LineStream
 
@@ -74,12 +83,21 @@ class OllamaProvider(HttpProvider):
     def stream(
         self,
         model: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[ChatMessage],
         options: Options | None = None,
+        tools: ToolOffer | None = None,
     ) -> OllamaStream:
-        payload = {"model": model, "messages": list(messages), **self._payload}
+        payload = {
+            "model": model,
+            "messages": ollama_messages(messages),
+            **self._payload,
+        }
         if options is not None:
             payload["options"] = self._merged(options)
+        # Ollama has no tool_choice: "none" is honoured by offering no tools,
+        # anything else leaves the choice to the model.
+        if tools is not None and tools.definitions and tools.choice != "none":
+            payload["tools"] = list(tools.definitions)
         return self._open_stream(self._chat_url, payload, OllamaStream, model)
 
     def _merged(self, options: Options) -> dict[str, Any]:
@@ -190,6 +208,11 @@ class OllamaStream(LineStream):
         content = message.get("content", "") if isinstance(message, dict) else ""
         if not isinstance(content, str):
             raise self._failure(_malformed(line))
+        if isinstance(message, dict) and message.get("tool_calls"):
+            calls = tool_calls(message["tool_calls"])
+            if calls is None:
+                raise self._failure(_malformed(line))
+            self.tool_calls.extend(calls)
         if item.get("done") is True:
             # Ollama counts the whole prompt in prompt_eval_count, and since
             # 0.30 says how much of it came from its cache.
@@ -201,6 +224,86 @@ class OllamaStream(LineStream):
             )
             return content, True
         return content, False
+
+
+def ollama_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """OpenAI-format messages as Ollama reads them; plain ones pass as they are.
+
+    An assistant's calls get their arguments as an object and keep nothing
+    else (Ollama's documented shape); a tool result names its tool in
+    `tool_name`, found by its `tool_call_id` among the calls before it. The
+    same messages always give the same bytes, so the prompt stays cacheable.
+    """
+    if all(len(m) == 2 for m in messages):  # role and content: nothing to convert
+        return list(messages)
+    names: dict[str, str] = {}
+    converted = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls:
+            wire = []
+            for call in calls:
+                function = call["function"]
+                names[call.get("id", "")] = function["name"]
+                wire.append(
+                    {
+                        "function": {
+                            "name": function["name"],
+                            "arguments": arguments_object(function["arguments"]),
+                        }
+                    }
+                )
+            converted.append(
+                {
+                    "role": "assistant",
+                    "content": message.get("content") or "",
+                    "tool_calls": wire,
+                }
+            )
+        elif message.get("role") == "tool":
+            result = {"role": "tool", "content": message.get("content") or ""}
+            name = names.get(message.get("tool_call_id") or "")
+            if name is not None:
+                result["tool_name"] = name
+            converted.append(result)
+        else:
+            converted.append({"role": message["role"], "content": message["content"]})
+    return converted
+
+
+def arguments_object(arguments: Any) -> dict[str, Any]:
+    """Arguments as Ollama takes them, an object; text that is not a JSON
+    object (a model's mistake, kept in memory) is sent as an empty one."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = json.loads(arguments)
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def tool_calls(raw: Any) -> list[ToolCall] | None:
+    """The calls of a line's `message.tool_calls`, or None if malformed.
+
+    Arguments come as an object; they are kept as compact JSON text in the
+    model's key order, which renders the same object when sent back.
+    """
+    if not isinstance(raw, list):
+        return None
+    calls = []
+    for item in raw:
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return None
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+        call_id = item.get("id")
+        if not (isinstance(call_id, str) and call_id):
+            call_id = new_call_id()
+        calls.append(ToolCall(call_id, function["name"], arguments))
+    return calls
 
 
 def token_content(line: str) -> str | None:

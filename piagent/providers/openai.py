@@ -15,7 +15,15 @@ from typing import Any
 import requests
 
 from piagent.errors import ModelMissing, ProviderBusy, ProviderError, ProviderFailed
-from piagent.providers.base import ModelState, Options, Readiness
+from piagent.providers.base import (
+    ChatMessage,
+    ModelState,
+    Options,
+    Readiness,
+    ToolCall,
+    ToolOffer,
+    new_call_id,
+)
 from piagent.providers.counts import count, member, openai_usage
 from piagent.providers.http import HttpProvider, LineStream
 
@@ -55,8 +63,9 @@ class OpenAIProvider(HttpProvider):
     def stream(
         self,
         model: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[ChatMessage],
         options: Options | None = None,
+        tools: ToolOffer | None = None,
     ) -> OpenAIStream:
         payload: dict[str, Any] = {
             "model": model,
@@ -70,6 +79,12 @@ class OpenAIProvider(HttpProvider):
             payload["temperature"] = options.temperature
         if options is not None and options.max_tokens is not None:
             payload["max_tokens"] = options.max_tokens
+        if tools is not None and tools.definitions:
+            payload["tools"] = list(tools.definitions)
+            if tools.choice is not None:
+                payload["tool_choice"] = tools.choice
+            if tools.parallel is not None:
+                payload["parallel_tool_calls"] = tools.parallel
         return self._open_stream(self._chat_url, payload, OpenAIStream, model)
 
     def models(self) -> set[str]:
@@ -168,6 +183,7 @@ class OpenAIStream(LineStream):
         self._finish_reason: str | None = None
         self._usage: Any = None
         self._timings: Any = None
+        self._calls = CallAssembler()
 
     def _parse(self, line: bytes) -> tuple[str, bool]:
         line = line.rstrip(b"\r")
@@ -177,6 +193,7 @@ class OpenAIStream(LineStream):
             raise self._malformed(line)
         data = line[5:].removeprefix(b" ")
         if data.strip() == b"[DONE]":
+            self.tool_calls = self._calls.calls()
             reply = count(member(self._usage, "completion_tokens"))
             self.usage = openai_usage(
                 self._usage, self._timings, reply, self._finish_reason
@@ -208,6 +225,8 @@ class OpenAIStream(LineStream):
         content = delta.get("content") or ""
         if not isinstance(content, str):
             raise self._malformed(line)
+        if delta.get("tool_calls") and not self._calls.add(delta["tool_calls"]):
+            raise self._malformed(line)
         if isinstance(choice.get("finish_reason"), str):
             self._finish_reason = choice["finish_reason"]
         return content, False
@@ -217,3 +236,53 @@ class OpenAIStream(LineStream):
             f"malformed line from {self._provider.label} ({len(line)} bytes, "
             "not a chat chunk)"
         )
+
+
+class CallAssembler:
+    """Tool calls put together from streamed deltas.
+
+    The first delta of a call carries its `index`, `id` and `function.name`;
+    later ones add pieces of `function.arguments` under the same index. Some
+    servers leave out the index (one call at a time), and Ollama's
+    compatibility layer gives every call of a batch index 0 with its own id:
+    a new id at an index that has one starts a new call.
+    """
+
+    def __init__(self) -> None:
+        # Per call, in order: [id, name pieces, argument pieces].
+        self._calls: list[list[Any]] = []
+        self._at: dict[int, int] = {}  # a delta's index -> its call
+
+    def add(self, deltas: Any) -> bool:
+        """Take one chunk's `delta.tool_calls`; False if they are malformed."""
+        if not isinstance(deltas, list):
+            return False
+        for delta in deltas:
+            if not isinstance(delta, dict):
+                return False
+            function = delta.get("function") or {}
+            if not isinstance(function, dict):
+                return False
+            index, call_id = delta.get("index", 0), delta.get("id")
+            name, arguments = function.get("name"), function.get("arguments")
+            if not isinstance(index, int) or not all(
+                isinstance(v, str | None) for v in (call_id, name, arguments)
+            ):
+                return False
+            at = self._at.get(index)
+            if at is None or (call_id and self._calls[at][0] not in (None, call_id)):
+                at = self._at[index] = len(self._calls)
+                self._calls.append([None, [], []])
+            call = self._calls[at]
+            call[0] = call[0] or call_id
+            if name and not call[1]:  # the name comes whole, once
+                call[1].append(name)
+            if arguments:
+                call[2].append(arguments)
+        return True
+
+    def calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(call_id or new_call_id(), "".join(name), "".join(arguments))
+            for call_id, name, arguments in self._calls
+        ]

@@ -154,6 +154,8 @@ def build_document(app: Flask) -> dict[str, Any]:
         spec.components.header(name, header)
     for schema in (
         replies.TokenEventSchema,
+        replies.ToolCallEventSchema,
+        replies.ToolResultEventSchema,
         replies.DoneEventSchema,
         replies.StreamErrorEventSchema,
         replies.ChatCompletionChunkSchema,

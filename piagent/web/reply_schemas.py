@@ -40,16 +40,71 @@ class UsageSchema(Schema):
     tokens_per_s = _rate("Generation rate after the first token.")
 
 
+def _arguments() -> fields.Raw:
+    return fields.Raw(
+        required=True,
+        metadata={
+            "description": "The arguments the model sent: a JSON object, or its "
+            "text as a string when it was not one (the call then failed).",
+            "oneOf": [{"type": "object"}, {"type": "string"}],
+        },
+    )
+
+
+def _seconds(description: str) -> fields.Float:
+    return fields.Float(required=True, metadata={"description": description})
+
+
+class ToolCallRecordSchema(Schema):
+    id = _text("The call's id.")
+    name = _text("The tool.")
+    arguments = _arguments()
+    result = _text(
+        "The start of the result the model read (200 characters at most); "
+        'a failure is {"error": "..."}.'
+    )
+    error = fields.Boolean(
+        required=True, metadata={"description": "Whether the call failed."}
+    )
+    duration_s = _seconds("How long the tool took.")
+
+
 class ChatReplySchema(Schema):
-    reply = _text("The model's whole reply.")
+    reply = _text("The model's whole reply (with tools: the text of every round).")
     conversation_id = _text("Pass it back to continue the conversation.")
     model = _text("The model that answered.")
     provider = _text("ollama or openai.")
     usage = fields.Nested(UsageSchema, required=True)
+    tool_calls = fields.List(
+        fields.Nested(ToolCallRecordSchema),
+        metadata={
+            "description": "Only for an agent with tools: the calls this turn ran, "
+            "in order (empty if none)."
+        },
+    )
 
 
 class TokenEventSchema(Schema):
     text = _text("The next piece of the reply.")
+
+
+class ToolCallEventSchema(Schema):
+    id = _text("The call's id; its tool_result carries the same.")
+    name = _text("The tool the model asked for.")
+    arguments = _arguments()
+
+
+class ToolResultEventSchema(Schema):
+    id = _text("The id of the call this answers.")
+    name = _text("The tool.")
+    result = _text(
+        "The start of the result (200 characters at most; the model reads all of "
+        'it); a failure is {"error": "..."}.'
+    )
+    error = fields.Boolean(
+        required=True, metadata={"description": "Whether the call failed."}
+    )
+    duration_s = _seconds("How long the tool took.")
 
 
 class DoneEventSchema(Schema):
@@ -66,9 +121,25 @@ class StreamErrorEventSchema(Schema):
     detail = _text("What went wrong.")
 
 
+class StoredToolCallSchema(Schema):
+    id = _text("The call's id.")
+    name = _text("The tool.")
+    arguments = _arguments()
+
+
 class MessageSchema(Schema):
-    role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
+    role = fields.String(
+        required=True, validate=validate.OneOf(["user", "assistant", "tool"])
+    )
     content = fields.String(required=True)
+    tool_calls = fields.List(
+        fields.Nested(StoredToolCallSchema),
+        metadata={"description": "An assistant message's tool calls, if it made any."},
+    )
+    tool_call_id = fields.String(
+        metadata={"description": "A tool message: the call it answers."}
+    )
+    name = fields.String(metadata={"description": "A tool message: the tool."})
 
 
 class ConversationSchema(Schema):
@@ -151,12 +222,35 @@ class OpenAIUsageSchema(Schema):
     )
 
 
+class FunctionCallSchema(Schema):
+    name = fields.String(required=True)
+    arguments = fields.String(
+        required=True, metadata={"description": "The arguments, as JSON text."}
+    )
+
+
+class ToolCallSchema(Schema):
+    id = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(["function"]))
+    function = fields.Nested(FunctionCallSchema, required=True)
+
+
 class AssistantMessageSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(["assistant"]))
-    content = fields.String(required=True)
+    content = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Null when the model only called tools."},
+    )
+    tool_calls = fields.List(
+        fields.Nested(ToolCallSchema),
+        metadata={
+            "description": "Calls of the request's tools, for the client to run."
+        },
+    )
 
 
-FINISH_REASONS = ["stop", "length"]
+FINISH_REASONS = ["stop", "length", "tool_calls"]
 
 
 class ChoiceSchema(Schema):
@@ -177,9 +271,27 @@ class ChatCompletionReplySchema(Schema):
     usage = fields.Nested(OpenAIUsageSchema, required=True, allow_none=True)
 
 
+class DeltaFunctionSchema(Schema):
+    name = fields.String()
+    arguments = fields.String()
+
+
+class DeltaToolCallSchema(Schema):
+    index = fields.Integer(required=True)
+    id = fields.String()
+    type = fields.String(validate=validate.OneOf(["function"]))
+    function = fields.Nested(DeltaFunctionSchema)
+
+
 class DeltaSchema(Schema):
     role = fields.String(validate=validate.OneOf(["assistant"]))
     content = fields.String()
+    tool_calls = fields.List(
+        fields.Nested(DeltaToolCallSchema),
+        metadata={
+            "description": "A tool call: piagent sends each whole, in one delta."
+        },
+    )
 
 
 class ChunkChoiceSchema(Schema):

@@ -71,6 +71,22 @@ def build_record(
         if stats.first_token_at is not None:
             record["ttft_s"] = _rounded(stats.first_token_at - started)
         record["tokens_per_s"] = _rounded(stats.tokens_per_second(), 2)
+        if stats.tools:
+            # Which tools ran and how long; what they were asked and answered
+            # is content, logged only with LOG_CONTENT.
+            record["tools"] = [
+                {
+                    "name": tool.name,
+                    "duration_s": _rounded(tool.seconds),
+                    "error": tool.error,
+                    **(
+                        {"arguments": tool.arguments, "result": tool.result}
+                        if log_content
+                        else {}
+                    ),
+                }
+                for tool in stats.tools
+            ]
     if log_content:
         record["message"] = turn.message if turn is not None else None
         record["reply"] = stats.reply if stats is not None else None
@@ -106,6 +122,20 @@ def format_text(record: dict[str, Any]) -> str:
         for key, label in labelled
         if record[key] or (key == "cached_prompt_tokens" and record[key] == 0)
     ]
+    if "tools" in record:
+        parts.append(
+            "tools="
+            + ",".join(
+                f"{t['name']}:{t['duration_s']:.3f}s" + (":error" if t["error"] else "")
+                for t in record["tools"]
+            )
+        )
+        if any("arguments" in t for t in record["tools"]):
+            calls = [
+                {"name": t["name"], "arguments": t["arguments"], "result": t["result"]}
+                for t in record["tools"]
+            ]
+            parts.append(f"tool_calls={json.dumps(calls, ensure_ascii=False)}")
     for key in ("message", "reply"):
         if key in record:
             parts.append(f"{key}={json.dumps(record[key], ensure_ascii=False)}")

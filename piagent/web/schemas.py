@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -120,8 +121,49 @@ class MessageContent(fields.Field[str]):
         )
 
 
+# OpenAI's rule for a function's name.
+FUNCTION_NAME = r"[A-Za-z0-9_-]{1,64}"
+# Tools one /v1 request may offer, and tool calls one message may carry.
+MAX_TOOLS = 64
+
+
+class ToolArguments(fields.Field[str]):
+    """A call's arguments: JSON text, as OpenAI sends them; an object (some
+    clients send one) is written as compact JSON text."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict):
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        raise ValidationError("arguments must be a string of JSON (or an object)")
+
+
+class CalledFunctionSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    arguments = ToolArguments(required=True)
+
+
+class MessageToolCallSchema(Schema):
+    """A tool call in an assistant message the client sends back."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    type = fields.String(
+        load_default="function",
+        validate=validate.OneOf(["function"], error="type must be function"),
+    )
+    function = fields.Nested(CalledFunctionSchema, required=True)
+
+
 class ChatMessageSchema(Schema):
-    """One of /v1's `messages`: a role and text content."""
+    """One of /v1's `messages`: a role and text content; an assistant's
+    `tool_calls`, a tool result's `tool_call_id`."""
 
     class Meta:
         unknown = EXCLUDE
@@ -129,11 +171,41 @@ class ChatMessageSchema(Schema):
     role = fields.String(
         required=True,
         validate=validate.OneOf(
-            ["system", "developer", "user", "assistant"],
-            error="role must be system, developer, user or assistant",
+            ["system", "developer", "user", "assistant", "tool"],
+            error="role must be system, developer, user, assistant or tool",
         ),
     )
-    content = MessageContent(required=True, allow_none=True)
+    content = MessageContent(
+        allow_none=True,
+        metadata={
+            "description": "Required, except in an assistant message with "
+            "tool_calls (as OpenAI's API has it); null is empty text."
+        },
+    )
+    tool_calls = fields.List(
+        fields.Nested(MessageToolCallSchema),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_TOOLS),
+    )
+    tool_call_id = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=256)
+    )
+
+    @validates_schema(skip_on_field_errors=True)
+    def _check_tool_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        role = data["role"]
+        if "content" not in data and not (
+            role == "assistant" and data.get("tool_calls")
+        ):
+            raise ValidationError("Missing data for required field.", "content")
+        if data.get("tool_calls") and role != "assistant":
+            raise ValidationError("only an assistant message has tool_calls", "role")
+        if role == "tool" and not data.get("tool_call_id"):
+            raise ValidationError(
+                "a tool message needs the tool_call_id of the call it answers",
+                "tool_call_id",
+            )
 
     @post_load
     def _null_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -142,6 +214,59 @@ class ChatMessageSchema(Schema):
         if data.get("content") is None:
             data["content"] = ""
         return data
+
+
+class FunctionSchema(Schema):
+    """A tool's function as a /v1 client offers it; passed on as it is."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            FUNCTION_NAME + r"\Z",
+            error="a function name is 1-64 of A-Z a-z 0-9 _ -",
+        ),
+    )
+    description = fields.String(load_default=None)
+    parameters = fields.Dict(load_default=None)
+    strict = StrictBoolean(load_default=None, allow_none=True)
+
+    @post_load
+    def _only_given(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {key: value for key, value in data.items() if value is not None}
+
+
+class ToolSchema(Schema):
+    """One of /v1's `tools`: OpenAI's function tool."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(
+        required=True,
+        validate=validate.OneOf(["function"], error="type must be function"),
+    )
+    function = fields.Nested(FunctionSchema, required=True)
+
+
+class ToolChoice(fields.Field[Any]):
+    """`tool_choice`: "none", "auto", "required", or a named function."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if value in ("none", "auto", "required"):
+            return value
+        if not isinstance(value, dict):
+            value = {}
+        function = value.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if value.get("type") == "function" and isinstance(name, str) and name:
+            return {"type": "function", "function": {"name": name}}
+        raise ValidationError(
+            'tool_choice must be "none", "auto", "required" or '
+            '{"type": "function", "function": {"name": ...}}'
+        )
 
 
 class StreamOptionsSchema(Schema):
@@ -186,6 +311,14 @@ class ChatCompletionSchema(Schema):
     stream_options = fields.Nested(
         StreamOptionsSchema, load_default=None, allow_none=True
     )
+    tools = fields.List(
+        fields.Nested(ToolSchema),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_TOOLS),
+    )
+    tool_choice = ToolChoice(load_default=None, allow_none=True)
+    parallel_tool_calls = StrictBoolean(load_default=None, allow_none=True)
 
     def __init__(self, max_message_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)

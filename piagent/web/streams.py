@@ -2,9 +2,10 @@
 
 One event stream feeds every format. text/plain (the default of /chat) carries
 the tokens only and ends a failed stream without its terminating chunk; SSE and
-NDJSON carry the same events, `token`, `done` and `error`, plus pings while the
-model has not sent its first token, and always end properly. /v1 streams are
-OpenAI's `chat.completion.chunk` events.
+NDJSON carry the same events, `token`, `tool_call`, `tool_result`, `done` and
+`error`, plus pings while the model is silent before its first token (and
+while it reads a tool's result), and always end properly. /v1 streams are
+OpenAI's `chat.completion.chunk` events, a client's tool calls included.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from piagent.errors import ProviderError
-from piagent.events import Done, Event, Ping, Tokens
+from piagent.events import Done, Event, Ping, Tokens, ToolCall, ToolResult
 from piagent.stats import TurnStats
 from piagent.web.errors import openai_error_body, stream_error
 
@@ -76,6 +77,34 @@ SSE_PING = b": ping\n\n"
 NDJSON_PING = b'{"event":"ping"}\n'
 
 
+def arguments_value(arguments: str) -> Any:
+    """A tool call's arguments for a client to read: the JSON object the model
+    wrote, or its text as it was when that is not a JSON object."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    return value if isinstance(value, dict) else arguments
+
+
+def tool_call_data(event: ToolCall) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "name": event.name,
+        "arguments": arguments_value(event.arguments),
+    }
+
+
+def tool_result_data(event: ToolResult) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "name": event.name,
+        "result": event.result,
+        "error": event.error,
+        "duration_s": round(event.seconds, 3),
+    }
+
+
 def event_frames(
     frame: Callable[[str, dict[str, Any]], bytes],
     ping: bytes,
@@ -90,6 +119,10 @@ def event_frames(
                     yield b"".join(frame("token", {"text": t}) for t in event.texts)
                 elif isinstance(event, Ping):
                     yield ping
+                elif isinstance(event, ToolCall):
+                    yield frame("tool_call", tool_call_data(event))
+                elif isinstance(event, ToolResult):
+                    yield frame("tool_result", tool_result_data(event))
                 elif isinstance(event, Done):
                     yield frame("done", done(event))
         except ProviderError as exc:
@@ -113,8 +146,15 @@ LENGTH_REASONS = ("length", "max_tokens")
 
 def finish_reason(stats: TurnStats) -> str:
     """OpenAI's finish_reason of a finished turn."""
+    if stats.calls:
+        return "tool_calls"
     reason = stats.usage.done_reason if stats.usage is not None else None
     return "length" if reason in LENGTH_REASONS else "stop"
+
+
+def tool_calls_block(stats: TurnStats) -> list[dict[str, Any]]:
+    """The tool calls a /v1 client is asked to run, in OpenAI's shape."""
+    return [call.wire() for call in stats.calls]
 
 
 def usage_block(stats: TurnStats) -> dict[str, Any] | None:
@@ -145,7 +185,7 @@ def chunk_frames(completion_id: str, model: str, include_usage: bool) -> Framer:
     raises it as an APIError) and no [DONE]."""
     created = int(time.time())
 
-    def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         item: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -168,6 +208,11 @@ def chunk_frames(completion_id: str, model: str, include_usage: bool) -> Framer:
                 elif isinstance(event, Ping):
                     yield SSE_PING
                 elif isinstance(event, Done):
+                    # A model server may stream a call in pieces; piagent sends
+                    # each whole, one delta a call, as OpenAI may.
+                    for index, call in enumerate(event.stats.calls):
+                        delta = {"tool_calls": [{"index": index, **call.wire()}]}
+                        yield _data(chunk(delta))
                     yield _data(chunk({}, finish_reason(event.stats)))
                     if include_usage:
                         last = chunk({})

@@ -10,6 +10,11 @@ Usage:
         ...point piagent at fake.url...; fake.wait_for_disconnect(2.0)
 
 A reply longer than options.num_predict is cut there, with done_reason "length".
+Scripted replies: `behaviour.script` is a queue of Step(text, calls); each chat
+request takes the first (then the default tokens again once it is empty), and
+a step's `calls` come after its text as one line with `message.tool_calls`
+(arguments as objects, as Ollama sends them; a string is sent as it is, to
+play a broken server). `requests` records every body, tool messages included.
 Chat prompts go through a deterministic prompt-cache model (bench.prefix_cache,
 one slot): the final line reports the whole prompt as prompt_eval_count and the
 reused part as prompt_eval_cached_count, as Ollama 0.30+ does, and
@@ -30,12 +35,12 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bench.prefix_cache import Evaluation, PromptCache, prompt_tokens
+from bench.prefix_cache import Evaluation, PromptCache, prompt_tokens, spoken
 
 VERSION = "0.12.0"
 DEFAULT_TOKENS = ("Bonjour", "!", " Café", " crème", " —", " naïve", " 🙂", " ok", ".")
@@ -54,6 +59,21 @@ POLL = 0.01
 
 
 @dataclass
+class Step:
+    """One scripted reply: text tokens, then tool calls, each a dict with
+    `name`, `arguments` (an object, or text) and optionally `id`; a fault and
+    a first delay for this request only (added to the behaviour's)."""
+
+    text: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    fault: str | None = None
+    first_delay: float = 0.0
+
+
+CHAT_PATHS = ("/api/chat", "/v1/chat/completions")
+
+
+@dataclass
 class Behaviour:
     tokens: list[str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
     delay: float = 0.0
@@ -69,6 +89,8 @@ class Behaviour:
     # Seconds per prompt token the model must read (not found in its prompt
     # cache, bench.prefix_cache) before the first token of a chat reply.
     prompt_cost: float = 0.0
+    # Scripted replies, taken one per chat request (see the module docstring).
+    script: list[Step] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # A typo in a fault name would otherwise silently test the happy path.
@@ -248,8 +270,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         behaviour = self.fake.behaviour
+        self._step = self.fake._next_step() if self.path in CHAT_PATHS else None
+        if self._step is not None:
+            behaviour = replace(
+                behaviour,
+                fault=self._step.fault or behaviour.fault,
+                first_delay=behaviour.first_delay + self._step.first_delay,
+            )
         self._sent, self._total = 0, len(behaviour.tokens)
         self._generation: tuple[Evaluation, list[str], list[str]] | None = None
+        self._calls: list[dict[str, Any]] = []
+        self._calls_sent = False
         try:
             self._post(behaviour)
         except _ClientGone:
@@ -261,8 +292,15 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if self._generation is not None:  # what was produced stays cached
                 cost, prompt, tokens = self._generation
-                reply = "".join(tokens[: self._sent])
-                self.fake.prompt_cache.generated(cost, prompt, reply)
+                message = {"content": "".join(tokens[: self._sent])}
+                if self._calls_sent:
+                    message["tool_calls"] = self._sent_back(self._calls)
+                self.fake.prompt_cache.generated(cost, prompt, spoken(message))
+
+    def _sent_back(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The calls as a client sends them back in its next prompt (Ollama's
+        documented shape: no ids)."""
+        return [{"function": call["function"]} for call in calls]
 
     def _post(self, b: Behaviour) -> None:
         t0 = time.monotonic_ns()
@@ -324,6 +362,10 @@ class _Handler(BaseHTTPRequestHandler):
             return _dumps(line(text, done_reason=reason, done=True, **metrics))
 
         tokens, fault = list(b.tokens), b.fault
+        step = self._step
+        calls = []
+        if step is not None:
+            tokens, calls = list(step.text), ollama_calls(step.calls)
         if b.echo:
             tokens.insert(0, texts[-1] + "|")
         # num_predict cuts the reply like a model would, one token a chunk.
@@ -333,6 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
             tokens, reason = tokens[:limit], "length"
         if cost is not None:
             self._generation = (cost, prompt, tokens)
+            self._calls = calls
         if req.get("stream", True) is False:
             self._pause(b.delay * len(tokens))
             if fault == "hang_mid":
@@ -358,6 +401,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._pause(b.delay if self._sent else 0.0)
             self._chunk(_dumps(line(token, done=False)) + b"\n")
             self._sent += 1
+        if calls and fault not in MID_FAULTS:
+            self._pause(b.delay if self._sent else 0.0)
+            call_line = line("", done=False)
+            call_line["message"]["tool_calls"] = calls
+            self._chunk(_dumps(call_line) + b"\n")
+            self._calls_sent = True
         self._pause(b.delay if self._sent else 0.0)
         if fault == "hang_mid":
             self._pause(HANG_SECONDS)
@@ -370,6 +419,19 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault != "no_done":
             self._chunk(final() + b"\n")
         self._chunk(b"")
+
+
+def ollama_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scripted calls as Ollama writes them in `message.tool_calls`."""
+    wire = []
+    for call in calls:
+        item: dict[str, Any] = {
+            "function": {"name": call["name"], "arguments": call.get("arguments", {})}
+        }
+        if "id" in call:
+            item["id"] = call["id"]
+        wire.append(item)
+    return wire
 
 
 class FakeOllama:
@@ -452,6 +514,11 @@ class FakeOllama:
             self.connections += opened
             (self._socks.add if opened else self._socks.discard)(sock)
             self._cond.notify_all()
+
+    def _next_step(self) -> Step | None:
+        with self._cond:
+            script = self.behaviour.script
+            return script.pop(0) if script else None
 
     def _evaluated(self, evaluation: Evaluation) -> None:
         with self._cond:

@@ -20,8 +20,13 @@ fake Ollama's: usage says `prompt_tokens` (the whole prompt) and
 error_line are a `data: {"error": ...}` event, no_done leaves out
 `data: [DONE]`, status_* and an unknown model answer OpenAI's error shape.
 With `api_key` set, requests without `Authorization: Bearer <key>` get a 401.
+Scripted replies (`behaviour.script`, as for the fake Ollama): a step's calls
+stream as OpenAI does, after its text: a first delta per call with its index,
+id, type and name, then its arguments in pieces of a few characters, then
+`finish_reason: "tool_calls"`.
 """
 
+import json
 from typing import Any
 
 from bench.prefix_cache import prompt_tokens
@@ -32,6 +37,7 @@ from tests.support.fake_ollama import (
     STATUS_ERRORS,
     Behaviour,
     FakeOllama,
+    Step,
     _dumps,
     _Handler,
     arguments,
@@ -48,6 +54,9 @@ def _error_body(message: str, kind: str, code: str | None = None) -> bytes:
 
 class _OpenAIHandler(_Handler):
     fake: "FakeOpenAI"
+
+    def _sent_back(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return calls  # a client sends OpenAI's calls back as they came
 
     def _authorized(self) -> bool:
         key = self.fake.api_key
@@ -97,6 +106,10 @@ class _OpenAIHandler(_Handler):
             status, message = STATUS_ERRORS[b.fault]
             return self._send(status, _error_body(message, "server_error"))
         tokens, fault = list(b.tokens), b.fault
+        step: Step | None = self._step
+        calls = openai_calls(step.calls) if step is not None else []
+        if step is not None:
+            tokens = list(step.text)
         if b.echo:
             tokens.insert(0, str(req["messages"][-1].get("content")) + "|")
         limit, reason = req.get("max_tokens"), "stop"
@@ -107,6 +120,7 @@ class _OpenAIHandler(_Handler):
         cost = self.fake.prompt_cache.evaluate(prompt)
         self.fake._evaluated(cost)
         self._generation = (cost, prompt, tokens)
+        self._calls = calls
         self._pause(b.prompt_cost * cost.evaluated)
         # As llama-server counts: the whole prompt, and the part from its cache.
         usage: dict[str, Any] = {
@@ -137,6 +151,20 @@ class _OpenAIHandler(_Handler):
             self._pause(b.delay if self._sent else 0.0)
             self._event(chunk({"content": token}))
             self._sent += 1
+        if calls and fault not in MID_FAULTS:
+            for index, call in enumerate(calls):
+                self._pause(b.delay if self._sent else 0.0)
+                function = call["function"]
+                named = {"name": function["name"], "arguments": ""}
+                first = {**call, "function": named}
+                self._event(chunk({"tool_calls": [{"index": index, **first}]}))
+                text = function["arguments"]
+                for at in range(0, len(text), 5):
+                    piece = {"arguments": text[at : at + 5]}
+                    delta = {"tool_calls": [{"index": index, "function": piece}]}
+                    self._event(chunk(delta))
+            self._calls_sent = True
+            reason = "tool_calls"
         self._pause(b.delay if self._sent else 0.0)
         if fault == "hang_mid":
             self._pause(60.0)
@@ -162,6 +190,23 @@ class _OpenAIHandler(_Handler):
             if fault != "no_done":
                 self._event(b"[DONE]")
         self._chunk(b"")
+
+
+def openai_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scripted calls as OpenAI's message.tool_calls (arguments as JSON text)."""
+    wire = []
+    for index, call in enumerate(calls):
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        wire.append(
+            {
+                "id": call.get("id", f"call_fake{index}"),
+                "type": "function",
+                "function": {"name": call["name"], "arguments": arguments},
+            }
+        )
+    return wire
 
 
 class FakeOpenAI(FakeOllama):

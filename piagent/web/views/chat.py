@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from piagent.events import Done
+from piagent.stats import ToolRecord
 from piagent.web.apidoc import CONVERSATION_ID, Reply, event_stream, operation
 from piagent.web.body import read_json_object
 from piagent.web.client import client_probe
@@ -27,10 +28,17 @@ from piagent.web.streams import (
     SSE,
     STREAM_HEADERS,
     TEXT,
+    arguments_value,
     framer,
 )
 
-EVENTS = ("TokenEvent", "DoneEvent", "StreamErrorEvent")
+EVENTS = (
+    "TokenEvent",
+    "ToolCallEvent",
+    "ToolResultEvent",
+    "DoneEvent",
+    "StreamErrorEvent",
+)
 
 bp = Blueprint("chat", __name__)
 
@@ -59,14 +67,18 @@ def stream_format() -> str:
                 },
                 SSE: event_stream(
                     "Server-sent events: `event: token` (TokenEvent) per token, "
-                    "then `event: done` (DoneEvent) or `event: error` "
-                    "(StreamErrorEvent); `: ping` comments until the first token.",
+                    "with an agent's tools `event: tool_call` (ToolCallEvent) and "
+                    "`event: tool_result` (ToolResultEvent) per call, then "
+                    "`event: done` (DoneEvent) or `event: error` "
+                    "(StreamErrorEvent); `: ping` comments while the model is "
+                    "silent before its first token or after a tool's result.",
                     EVENTS,
                 ),
                 NDJSON: event_stream(
                     'One JSON object a line: {"event": "token", ...TokenEvent}, '
+                    "tool_call (ToolCallEvent) and tool_result (ToolResultEvent), "
                     "then done (DoneEvent) or error (StreamErrorEvent); "
-                    '{"event": "ping"} until the first token.',
+                    '{"event": "ping"} while the model is silent, as in SSE.',
                     EVENTS,
                 ),
             },
@@ -102,13 +114,16 @@ def chat() -> Response:
     provider = found.chat.provider_name
     if not fields["stream"]:
         reply = found.chat.reply(turn, present)
-        return jsonify(
-            reply=reply.text,
-            conversation_id=turn.conversation_id,
-            model=reply.model,
-            provider=provider,
-            usage=turn.stats.summary(),
-        )
+        body: dict[str, Any] = {
+            "reply": reply.text,
+            "conversation_id": turn.conversation_id,
+            "model": reply.model,
+            "provider": provider,
+            "usage": turn.stats.summary(),
+        }
+        if turn.agent.tools is not None:
+            body["tool_calls"] = [tool_record(r) for r in turn.stats.tools]
+        return jsonify(body)
     media_type = stream_format()
 
     def done(event: Done) -> dict[str, Any]:
@@ -125,6 +140,18 @@ def chat() -> Response:
         content_type=CONTENT_TYPES[media_type],
         headers=STREAM_HEADERS,
     )
+
+
+def tool_record(record: ToolRecord) -> dict[str, Any]:
+    """One tool call of a JSON reply: what was asked, a short result, how long."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "arguments": arguments_value(record.arguments),
+        "result": record.result,
+        "error": record.error,
+        "duration_s": round(record.seconds, 3),
+    }
 
 
 @bp.after_request

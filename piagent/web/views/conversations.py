@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 from piagent.errors import ConversationNotFound
+from piagent.memory import Message
 from piagent.web.apidoc import Reply, operation
 from piagent.web.context import services
 from piagent.web.guards.auth import request_owner
 from piagent.web.reply_schemas import ConversationSchema
 from piagent.web.schemas import ConversationPathSchema, conversation_id_or_422
+from piagent.web.streams import arguments_value
 
 bp = Blueprint("conversations", __name__)
 
@@ -38,7 +41,7 @@ def read(conversation_id: str) -> Response:
         )
     return jsonify(
         conversation_id=found.conversation_id,
-        messages=[{"role": m.role, "content": m.content} for m in found.messages],
+        messages=[shown(m) for m in found.messages],
         created_at=_iso(found.created_at),
         updated_at=_iso(found.updated_at),
         expires_at=_iso(found.expires_at),
@@ -62,6 +65,21 @@ def forget(conversation_id: str) -> tuple[str, int]:
     found = services()
     found.chat.forget(conversation_id, request_owner(found.keys))
     return "", 204
+
+
+def shown(message: Message) -> dict[str, Any]:
+    """A stored message as GET shows it: role and content; an assistant's tool
+    calls (arguments as an object when they are one); a tool result's call
+    id and tool."""
+    item: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        item["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": arguments_value(c.arguments)}
+            for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        item.update(tool_call_id=message.tool_call_id, name=message.name)
+    return item
 
 
 def _iso(timestamp: float) -> str:

@@ -2,18 +2,23 @@
 
 `model` names an agent, whose system prompt goes first; `messages` are the
 whole history (stateless, as OpenAI is: nothing is read from or written to
-memory). Errors come in OpenAI's shape from piagent.web.errors (the /v1/
-dialect); the stream's chunks are framed in piagent.web.streams.
+memory). The client's `tools` go to the model server with its messages, and
+the tool calls the model makes come back for the client to run (the agent's
+own tools are never offered here). Errors come in OpenAI's shape from
+piagent.web.errors (the /v1/ dialect); the stream's chunks are framed in
+piagent.web.streams.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from piagent.providers import Options
+from piagent.providers import ChatMessage, Options, ToolOffer
+from piagent.stats import TurnStats
 from piagent.web.apidoc import Reply, event_stream, operation
 from piagent.web.body import read_json_object
 from piagent.web.client import client_probe
@@ -26,6 +31,7 @@ from piagent.web.streams import (
     STREAM_HEADERS,
     chunk_frames,
     finish_reason,
+    tool_calls_block,
     usage_block,
 )
 
@@ -59,19 +65,20 @@ def chat_completions() -> Response:
     found = services()
     payload = read_json_object(found.settings.max_body_bytes)
     fields = load_or_422(found.completion_schema, payload)
-    messages = [
-        {
-            "role": "system" if m["role"] == "developer" else m["role"],
-            "content": m["content"],
-        }
-        for m in fields["messages"]
-    ]
+    messages = [chat_message(m) for m in fields["messages"]]
     options = Options(
         temperature=fields["temperature"],
         max_tokens=fields["max_completion_tokens"] or fields["max_tokens"],
     )
+    tools = None
+    if fields["tools"]:
+        tools = ToolOffer(
+            tuple(fields["tools"]), fields["tool_choice"], fields["parallel_tool_calls"]
+        )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    turn = found.chat.start_stateless(fields["model"], messages, options, completion_id)
+    turn = found.chat.start_stateless(
+        fields["model"], messages, options, completion_id, tools
+    )
     g.turn = turn  # read by the request log when the response is closed
     present = client_probe(request.environ)
     if not fields["stream"]:
@@ -84,7 +91,7 @@ def chat_completions() -> Response:
             choices=[
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
+                    "message": assistant_message(reply.text, turn.stats),
                     "logprobs": None,
                     "finish_reason": finish_reason(turn.stats),
                 }
@@ -99,3 +106,24 @@ def chat_completions() -> Response:
         content_type=CONTENT_TYPES[SSE],
         headers=STREAM_HEADERS,
     )
+
+
+def chat_message(message: dict[str, Any]) -> ChatMessage:
+    """A client's message as the providers take it (OpenAI's format):
+    `developer` is passed on as `system`."""
+    role = "system" if message["role"] == "developer" else message["role"]
+    converted: ChatMessage = {"role": role, "content": message["content"]}
+    if message.get("tool_calls"):
+        converted["tool_calls"] = message["tool_calls"]
+    if role == "tool":
+        converted["tool_call_id"] = message["tool_call_id"]
+    return converted
+
+
+def assistant_message(text: str, stats: TurnStats) -> dict[str, Any]:
+    """The reply's message; with tool calls, OpenAI's content is null when
+    the model wrote no text."""
+    calls = tool_calls_block(stats)
+    if not calls:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": calls}
