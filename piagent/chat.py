@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from piagent.agents import Agent
 from piagent.errors import (
@@ -19,14 +20,16 @@ from piagent.errors import (
     invalid_field,
 )
 from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
-from piagent.generation_queue import GenerationQueue, Slot, always_present
+from piagent.generation_queue import GenerationQueue, Route, Slot, always_present
 from piagent.memory import MemoryStore, Message
 from piagent.memory.window import fit_start
 from piagent.providers import Options, Provider, Reply, TokenStream
+from piagent.providers.hosts import HostRouter, host_failure
 from piagent.settings import Settings
 from piagent.stats import Ending, TurnStats
 
 log = logging.getLogger("piagent")
+T = TypeVar("T")
 
 # Tokens are estimated from UTF-8 bytes at 3 per token, plus a few per message for
 # the chat template's role markers: real tokenizers average about 4 characters
@@ -112,6 +115,11 @@ class ChatService:
         self._clock = clock
         self._agents = dict(agents)
         self._provider = provider
+        # Every call to the model goes through the host router, which is the
+        # provider itself with several hosts (app.build_provider).
+        self._hosts = (
+            provider if isinstance(provider, HostRouter) else HostRouter([provider])
+        )
         # None when ENABLE_MEMORY is off: build_memory decides that, once.
         self._memory = memory
         self._ctx_tokens = settings.ctx_tokens
@@ -188,6 +196,50 @@ class ChatService:
             options=Options(temperature=options.temperature, max_tokens=max_tokens),
         )
 
+    def routing_key(self, turn: Turn) -> str | None:
+        """What pins a turn to a model host: its conversation's storage key
+        (opaque here); None for a stateless turn, which may go anywhere."""
+        return None if turn.stateless else turn.conversation_id
+
+    def _route(self, turn: Turn) -> Route | None:
+        """The turn's hosts for the queue; None with one host."""
+        hosts = self._hosts
+        if hosts.single:
+            return None
+        key, model = self.routing_key(turn), turn.agent.model
+        return Route(lambda avoid: hosts.order(key, model, avoid), key is None)
+
+    def _on_host(
+        self,
+        slot: Slot,
+        turn: Turn,
+        call: Callable[[Provider], T],
+        client_present: Callable[[], bool],
+    ) -> T:
+        """`call` with the provider of the slot's host, within the deadline.
+
+        With several hosts, a failure of the host before any text (see
+        host_failure) takes it down and the call is made once more on the
+        next host of the turn's route: nothing has been sent to the client.
+        """
+        model = turn.agent.model
+        try:
+            with slot.bounded():
+                return self._hosts.attempt(slot.host, model, call)
+        except ProviderError as exc:
+            if not (slot.movable and host_failure(exc)):
+                raise
+            failed = slot.host
+        slot.move(client_present)
+        log.info(
+            "conversation %s moved from %s to %s",
+            turn.conversation_id,
+            failed,
+            slot.host,
+        )
+        with slot.bounded():
+            return self._hosts.attempt(slot.host, model, call)
+
     def _messages(self, turn: Turn) -> list[dict[str, str]]:
         system = {"role": "system", "content": turn.agent.system_prompt}
         if turn.history is not None:
@@ -218,13 +270,16 @@ class ChatService:
         """The whole reply; a failure anywhere raises and records nothing, since
         the caller receives an error instead of text. A store that fails to record
         it is a 503 too: a 200 means the exchange is in memory."""
-        slot = self._queue.acquire(client_present)
+        slot = self._queue.acquire(client_present, self._route(turn))
         try:
             messages = self._messages(turn)
-            with slot.bounded():
-                reply = self._provider.complete(
-                    turn.agent.model, messages, turn.options
-                )
+            model, options = turn.agent.model, turn.options
+            reply = self._on_host(
+                slot,
+                turn,
+                lambda provider: provider.complete(model, messages, options),
+                client_present,
+            )
             stats = turn.stats
             stats.ended_at = self._clock()
             stats.first_token_at = reply.first_token_at
@@ -249,15 +304,18 @@ class ChatService:
         ends, fails, runs out of time, or its client goes (the server then
         closes the stream).
         """
-        slot = self._queue.acquire(client_present)
+        slot = self._queue.acquire(client_present, self._route(turn))
         try:
             messages = self._messages(turn)
+            model, options = turn.agent.model, turn.options
 
             def start() -> TokenStream:
-                with slot.bounded():
-                    return self._provider.stream(
-                        turn.agent.model, messages, turn.options
-                    )
+                return self._on_host(
+                    slot,
+                    turn,
+                    lambda provider: provider.stream(model, messages, options),
+                    client_present,
+                )
 
             upstream = Upstream.start(start, self._prime_seconds if pings else None)
         except BaseException:

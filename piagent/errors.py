@@ -146,7 +146,16 @@ class ModelMissing(ProviderError):
 
 
 class ProviderFailed(ProviderError):
-    """An error status, an error line or a line that is not a chat chunk."""
+    """An error status, an error line or a line that is not a chat chunk.
+
+    `upstream_status` is the model server's HTTP status when it answered with
+    one: a 4xx is about the request, which another model host would refuse
+    too; anything else is about the host (piagent.providers.hosts).
+    """
+
+    def __init__(self, detail: str, upstream_status: int | None = None) -> None:
+        super().__init__(detail)
+        self.upstream_status = upstream_status
 
 
 class ProviderBusy(ProviderError):

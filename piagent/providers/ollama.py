@@ -162,7 +162,10 @@ class OllamaProvider(HttpProvider):
             )
         if response.status_code == 503:
             return ProviderBusy(f"Ollama is busy: {message}")
-        return ProviderFailed(f"Ollama failed (HTTP {response.status_code}): {message}")
+        return ProviderFailed(
+            f"Ollama failed (HTTP {response.status_code}): {message}",
+            upstream_status=response.status_code,
+        )
 
 
 class OllamaStream(LineStream):

@@ -1,11 +1,14 @@
-"""Readiness: Ollama answers and every agent's model is pulled."""
+"""Readiness: Ollama answers and every agent's model is pulled (with several
+model hosts: on at least one healthy host)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from piagent.providers.base import HostReport
 from piagent.web.apidoc import Reply, operation
 from piagent.web.context import services
 from piagent.web.reply_schemas import ReadySchema
@@ -20,7 +23,9 @@ bp = Blueprint("ready", __name__)
     tag="status",
     replies={
         200: Reply(
-            "Ready: the model server answers, every model is pulled.", ReadySchema
+            "Ready: the model server answers, every model is pulled (with "
+            "several hosts: on some healthy host; `hosts` lists them).",
+            ReadySchema,
         ),
         503: Reply("Not ready; `detail` says why.", ReadySchema),
     },
@@ -46,8 +51,23 @@ def ready() -> Response:
         name: {"pulled": state.pulled, "loaded": state.loaded}
         for name, state in readiness.models.items()
     }
-    if readiness.ready:
-        return jsonify(status="ready", models=models)
-    response = jsonify(status="not ready", detail=readiness.problem, models=models)
-    response.status_code = 503
+    body: dict[str, Any] = {"status": "ready" if readiness.ready else "not ready"}
+    if not readiness.ready:
+        body["detail"] = readiness.problem
+    body["models"] = models
+    if readiness.hosts:
+        body["hosts"] = [_host(report) for report in readiness.hosts]
+    response = jsonify(body)
+    response.status_code = 200 if readiness.ready else 503
     return response
+
+
+def _host(report: HostReport) -> dict[str, Any]:
+    host: dict[str, Any] = {
+        "url": report.url,
+        "state": "up" if report.up else "down",
+        "models": report.models,
+    }
+    if report.detail is not None:
+        host["detail"] = report.detail
+    return host
