@@ -20,11 +20,17 @@ from piagent.errors import (
     invalid_field,
 )
 from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
-from piagent.generation_queue import GenerationQueue, Route, Slot, always_present
+from piagent.generation_queue import (
+    GenerationQueue,
+    QueueObserver,
+    Route,
+    Slot,
+    always_present,
+)
 from piagent.memory import MemoryStore, Message
 from piagent.memory.window import fit_start
 from piagent.providers import Options, Provider, Reply, TokenStream
-from piagent.providers.hosts import HostRouter, host_failure
+from piagent.providers.hosts import HostRouter, error_kind, host_failure
 from piagent.settings import Settings
 from piagent.stats import Ending, TurnStats
 
@@ -137,6 +143,21 @@ class ChatService:
             max_wait=settings.max_queue_wait_seconds,
         )
         self.provider_name = provider.name
+
+    def observe(
+        self,
+        queue: QueueObserver,
+        host: Callable[[str, bool], None],
+        error: Callable[[str], None],
+    ) -> None:
+        """Report slots and waiters, hosts going up and down, and the model
+        server's failures to these callbacks (piagent.metrics)."""
+        self._queue.observer = queue
+        self._hosts.on_host = host
+        self._hosts.on_error = error
+        for url in self._hosts.urls:
+            host(url, self._hosts.up(url))
+            queue(url, 0, 0)
 
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
@@ -371,6 +392,7 @@ class ChatService:
         except ProviderError as exc:
             stalled = isinstance(exc, StreamStalled | ProviderTimeout)
             stats.ending = Ending.TIMEOUT if stalled else Ending.UPSTREAM_ERROR
+            stats.upstream_error = error_kind(exc)
             log.warning(
                 "stream of conversation %s cut after %d chars: %s",
                 turn.conversation_id,

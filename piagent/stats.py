@@ -34,6 +34,8 @@ class TurnStats:
     usage: Usage | None = None
     ending: Ending | None = None
     reply: str = ""
+    # The kind of a model server failure after the first token (metrics).
+    upstream_error: str | None = None
 
     @property
     def reply_tokens(self) -> int | None:

@@ -194,10 +194,9 @@ class HostRouter:
         except ProviderError as exc:
             self.failed(host, model, exc)
             raise
-        if not self.single:
-            state = self._states[host]
-            if state.failures or state.reason is not None:
-                self._mark_up(state, recovered=True)
+        state = self._states[host] if not self.single else self._states[self.urls[0]]
+        if state.failures or state.reason is not None:
+            self._mark_up(state, recovered=True)
         return result
 
     def failed(self, host: str, model: str, exc: ProviderError) -> bool:
@@ -208,6 +207,12 @@ class HostRouter:
         if not host_failure(exc):
             return False
         if self.single:
+            # Nothing to route around, so it is never left out; only what
+            # is reported (piagent_host_up) says it failed.
+            state = self._states[self.urls[0]]
+            state.failures, state.reason = state.failures + 1, exc.detail
+            if self.on_host is not None:
+                self.on_host(state.url, False)
             return False
         state = self._states[host]
         if isinstance(exc, ModelMissing):
@@ -255,7 +260,7 @@ class HostRouter:
                 state.failures = 0
             state.down_until = 0.0
             state.reason = None
-        if was_down:
+        if was_down and not self.single:
             log.info("model host %s is back", state.url)
         if self.on_host is not None:
             self.on_host(state.url, True)

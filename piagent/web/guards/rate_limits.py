@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from piagent.keys import ApiKeys
 from piagent.settings import Settings
@@ -15,6 +15,27 @@ if TYPE_CHECKING:
     from flask_limiter import Limiter
 
 LIMITER_RETRY_AFTER = "X-Piagent-Limiter-Retry-After"
+UNLIMITED = "piagent_unlimited"
+View = TypeVar("View", bound=Callable[..., object])
+
+
+def unlimited(view: View) -> View:
+    """Mark a view as never rate limited though it needs a key (/metrics: a
+    scraper polls it every few seconds with the same key)."""
+    setattr(view, UNLIMITED, True)
+    return view
+
+
+def is_unlimited_view(view: Callable[..., object] | None) -> bool:
+    return bool(getattr(view, UNLIMITED, False))
+
+
+def is_unlimited() -> bool:
+    """Whether the current request is for a view marked @unlimited."""
+    endpoint = request.endpoint
+    return endpoint is not None and is_unlimited_view(
+        current_app.view_functions.get(endpoint)
+    )
 
 
 def install_rate_limits(
@@ -63,7 +84,7 @@ def install_rate_limits(
 
     @limiter.request_filter
     def unlimited() -> bool:
-        return request.method == "OPTIONS" or is_public()
+        return request.method == "OPTIONS" or is_public() or is_unlimited()
 
     # after_request functions run in reverse order: this one runs after
     # Flask-Limiter's, which rounds a retry under a second down to 0.
