@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import machine
 from bench.figures_cache import prompt_cache, real_model
 from bench.figures_crowd import crowd
+from bench.figures_hosts import hosts
 from bench.figures_lifecycle import lifecycle
 from bench.figures_reference import reference
 from bench.figures_requests import latency_one_client, throughput_and_cpu
@@ -53,6 +54,8 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "tokencpu": token_cpu,
     "gaps": token_gaps,
     "disconnect": disconnect,
+    # Several model hosts: routing's cost, requests lost when a host dies.
+    "hosts": hosts,
     "memstore": memory_store,
     # Conversations through memory policies, each with a RESULTS.md section.
     "cache": prompt_cache,
@@ -69,6 +72,7 @@ ALIASES = {
     "cpu": "nonstream",
     "memory": "memstore",
     "straightforward": "reference",
+    "routing": "hosts",
     "prompt-cache": "cache",
     "real": "realmodel",
     "llama": "realmodel",

@@ -165,11 +165,18 @@ def test_curl_examples_are_found():
     assert {"README.md", "docs/api.md", "docs/deploy.md"} <= pages
 
 
+@pytest.fixture
+def docs_client(make_app, ollama):
+    """The test app with what the docs show turned on (/metrics)."""
+    return make_app(metrics=True).test_client()
+
+
 @pytest.mark.parametrize(("page", "command"), curl_examples())
-def test_curl_examples_are_answered_as_documented(client, page, command):
+def test_curl_examples_are_answered_as_documented(docs_client, page, command):
     """The app knows the route and method, takes the body and headers as sent
     (keys are not configured here, so a documented key is not checked), and
     answers without a server error."""
+    client = docs_client
     method, path, headers, body = as_request(command)
     headers.pop("Authorization", None)
     if body is not None:

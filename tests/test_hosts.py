@@ -47,7 +47,7 @@ class FakeHost:
 
     def __init__(self, host: str, models: tuple[str, ...] = (MODEL,)) -> None:
         self.host = host
-        self.models = models
+        self.listed = models
         self.error: Exception | None = None
         self.reachable = True
         self.calls = 0
@@ -67,8 +67,8 @@ class FakeHost:
     def readiness(self, models):
         if not self.reachable:
             return Readiness({}, problem=f"unreachable at {self.host}")
-        states = {m: ModelState(m in self.models, False) for m in models}
-        missing = [m for m in models if m not in self.models]
+        states = {m: ModelState(m in self.listed, False) for m in models}
+        missing = [m for m in models if m not in self.listed]
         return Readiness(states, problem=f"{missing} missing" if missing else None)
 
     def warm(self, model):

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from piagent.errors import (
     GenerationTimeout,
@@ -93,6 +93,14 @@ def host_failure(exc: ProviderError) -> bool:
         status = exc.upstream_status
         return status is None or status >= 500
     return False
+
+
+@runtime_checkable
+class ListsModels(Protocol):
+    """A provider that can list its server's models in one request (GET
+    /api/tags, GET /v1/models): what the probe asks."""
+
+    def models(self) -> set[str]: ...
 
 
 def weight(host: str, key: str) -> int:
@@ -267,13 +275,18 @@ class HostRouter:
 
     # --- Probing --------------------------------------------------------------
 
-    def refresh(self, models: Sequence[str]) -> dict[str, Readiness]:
+    def refresh(
+        self, models: Sequence[str], full: bool = False
+    ) -> dict[str, Readiness]:
         """Ask every host for its models at once and update what is believed:
         a host that answers is up (its cooldown ends) and serves the models it
-        lists; one that does not is down. Never raises."""
+        lists; one that does not is down. One model list per host, or with
+        `full` each host's whole readiness (which models are loaded too, for
+        /ready). Never raises."""
         wanted = sorted(set(models))
+        ask = _readiness if full else _listing
         with ThreadPoolExecutor(max_workers=len(self._children)) as pool:
-            found = list(pool.map(lambda c: _readiness(c, wanted), self._children))
+            found = list(pool.map(lambda c: ask(c, wanted), self._children))
         results = dict(zip(self.urls, found, strict=True))
         for url, readiness in results.items():
             state = self._states[url]
@@ -357,7 +370,7 @@ class HostRouter:
         pulled (loaded) when some healthy host has it pulled (loaded)."""
         if self.single:
             return self._only.readiness(models)
-        results = self.refresh(models)
+        results = self.refresh(models, full=True)
         now = self._clock()
         wanted = sorted(set(models))
         reports = []
@@ -391,3 +404,17 @@ def _readiness(provider: Provider, models: list[str]) -> Readiness:
         return provider.readiness(models)
     except Exception as exc:  # a probe never raises
         return Readiness({}, problem=f"readiness check failed: {exc}")
+
+
+def _listing(provider: Provider, models: list[str]) -> Readiness:
+    """What a probe learns from one model list (never loaded: it does not ask);
+    a provider without one is asked for its readiness instead."""
+    if not isinstance(provider, ListsModels):
+        return _readiness(provider, models)
+    try:
+        names = provider.models()
+    except ProviderError as exc:
+        return Readiness({}, problem=exc.detail)
+    except Exception as exc:  # a probe never raises
+        return Readiness({}, problem=f"model list failed: {exc}")
+    return Readiness({m: ModelState(listed(m, names), False) for m in models})

@@ -120,6 +120,10 @@ class OllamaProvider(HttpProvider):
                 raise self._status_error(response, model)
             response.close()
 
+    def models(self) -> set[str]:
+        """The names GET /api/tags lists (pulled models), with a short timeout."""
+        return self._model_names("/api/tags")
+
     def _model_names(self, path: str) -> set[str]:
         """Names in /api/tags (pulled) or /api/ps (loaded), with a short timeout."""
         response = self._get(path)
