@@ -163,11 +163,24 @@ def on_starting(server):
     count = server.cfg.workers
     in_process = _env("MEMORY_BACKEND", default="memory").strip() == "memory"
     memory_on = str(_env("ENABLE_MEMORY", default="true")).strip().lower()
+    shared_state = _env("STATE_BACKEND", default="local").strip() == "redis"
     if count > 1 and in_process and memory_on not in ("false", "0", "no", "off"):
         server.log.warning(
             "WORKERS=%d with the in-process memory store: each worker keeps its own "
-            "conversations, so a conversation's turns land in different workers. "
+            "conversations, so a conversation's turns land in different workers%s. "
             "Use MEMORY_BACKEND=sqlite (shared by the workers of this machine), "
             "or WORKERS=1.",
+            count,
+            " (STATE_BACKEND=redis shares the limits and slots, not conversations)"
+            if shared_state
+            else "",
+        )
+    if count > 1 and not shared_state:
+        server.log.warning(
+            "WORKERS=%d with STATE_BACKEND=local: rate limits and generation slots "
+            "are counted per worker, so MAX_CONCURRENT_GENERATIONS and the "
+            "RATE_LIMIT_* allow %d times as much in all. Use STATE_BACKEND=redis "
+            "to count them once for every worker.",
+            count,
             count,
         )

@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     services = Services(
         settings=settings,
         chat=ChatService(settings, agent_table, provider, memory, queue),
+        slots=queue,
         chat_schema=ChatRequestSchema(max_message_chars=settings.max_message_chars),
         completion_schema=ChatCompletionSchema(
             max_message_chars=settings.max_message_chars
@@ -82,13 +83,35 @@ def build_provider(settings: Settings) -> Provider:
 
 
 def build_queue(settings: Settings) -> GenerationQueue:
-    """The generation slots: per host, with one line across them."""
+    """The generation slots: per host, with one line across them; in this
+    process, or with STATE_BACKEND=redis shared by every process."""
     hosts = settings.model_hosts
     concurrent = settings.max_concurrent_generations
     queued = settings.max_queued_generations
     seconds = settings.max_generation_seconds
     horizon = settings.model_timeout + 1
     wait = settings.max_queue_wait_seconds
+    if settings.state_backend == "redis":
+        # Imported only then: redis-py is about 2 MB of RSS per worker.
+        from piagent.shared_slots import SharedQueue
+
+        shared = SharedQueue(
+            settings.redis_url,
+            hosts,
+            concurrent,
+            queued,
+            seconds,
+            lease_seconds=settings.slot_lease_seconds,
+            timeout=settings.redis_timeout,
+            read_horizon=horizon,
+            max_wait=wait,
+        )
+        log.info(
+            "generation slots and rate limits shared through %s (leases of %g s)",
+            shared.describe(),
+            settings.slot_lease_seconds,
+        )
+        return shared
     if len(hosts) == 1:
         return GenerationQueue(
             concurrent,

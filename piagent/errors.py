@@ -12,6 +12,7 @@ PiagentError                       500  (never raised as such)
  │    ├── InvalidFields             422  [{"loc": [...], "msg": ...}, ...]
  │    └── ClientGone                499  left while waiting (nobody reads it)
  ├── MemoryUnavailable             503  the memory store cannot be reached
+ ├── StateUnavailable              503  shared slots (Redis) cannot be counted
  ├── QueueFull                      503  too many generations waiting; Retry-After
  └── ProviderError                       the model server let us down
       ├── ProviderUnreachable       502  connection refused / failed
@@ -118,6 +119,14 @@ class ClientGone(RequestError):
     """The client left while waiting for a slot; 499 as nginx logs it."""
 
     status = 499
+
+
+class StateUnavailable(PiagentError):
+    """STATE_BACKEND=redis and Redis cannot be reached: generation slots cannot
+    be counted, so none is given (the cap fails closed); try again shortly."""
+
+    status = 503
+    headers = {"Retry-After": "5"}
 
 
 class QueueFull(PiagentError):

@@ -26,6 +26,7 @@ PROVIDERS = ("ollama", "openai")
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MEMORY_BACKENDS = ("memory", "sqlite", "redis")
+STATE_BACKENDS = ("local", "redis")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 CORS_ORIGIN_PATTERN = re.compile(
     r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?"
@@ -341,8 +342,8 @@ class Settings:
     )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
-        "Redis of MEMORY_BACKEND=redis: redis://[:password@]host:port/db, "
-        "rediss:// or unix:///path.sock.",
+        "Redis of MEMORY_BACKEND=redis and STATE_BACKEND=redis: "
+        "redis://[:password@]host:port/db, rediss:// or unix:///path.sock.",
     )
     redis_timeout: float = setting(
         1.0,
@@ -353,7 +354,20 @@ class Settings:
     metrics: bool = setting(
         False,
         "Serve Prometheus metrics at /metrics (behind the API key when keys are "
-        "on; never rate limited); costs about 3 MB per process (docs/metrics.md).",
+        "on; never rate limited); costs about 1-2 MB per worker (docs/metrics.md).",
+    )
+    # --- Shared state: one budget for several processes (docs/deploy.md) ---
+    state_backend: str = setting(
+        "local",
+        "Where rate limits and generation slots are counted: `local` (each "
+        "worker alone) or `redis` (REDIS_URL, shared by every worker and machine).",
+        one_of(STATE_BACKENDS, "local or redis"),
+    )
+    slot_lease_seconds: float = setting(
+        5.0,
+        "With STATE_BACKEND=redis: seconds a generation slot is leased for, renewed "
+        "while the generation runs; a killed worker's slot is free again after it.",
+        between(1, 600),
     )
     # --- Browser: the chat page and the API's own description ---
     web_ui: bool = setting(
@@ -603,7 +617,7 @@ def sqlite_file_in_a_directory(s: Settings) -> None:
 
 
 def redis_url_names_a_server(s: Settings) -> None:
-    if s.memory_backend != "redis":
+    if s.memory_backend != "redis" and s.state_backend != "redis":
         return
     parts = urlsplit(s.redis_url)
     _require(

@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -283,6 +282,9 @@ class HostRouter:
         lists; one that does not is down. One model list per host, or with
         `full` each host's whole readiness (which models are loaded too, for
         /ready). Never raises."""
+        # Imported here: concurrent.futures is only needed by several hosts.
+        from concurrent.futures import ThreadPoolExecutor
+
         wanted = sorted(set(models))
         ask = _readiness if full else _listing
         with ThreadPoolExecutor(max_workers=len(self._children)) as pool:

@@ -8,6 +8,7 @@ from typing import cast
 from flask import current_app
 
 from piagent.chat import ChatService
+from piagent.generation_queue import GenerationQueue
 from piagent.memory import MemoryStore
 from piagent.providers import Provider
 from piagent.settings import Settings
@@ -26,6 +27,8 @@ class Services:
     completion_schema: ChatCompletionSchema
     provider: Provider
     memory: MemoryStore | None
+    # The generation slots; /ready asks a shared one whether Redis answers.
+    slots: GenerationQueue | None = None
 
 
 def services() -> Services:

@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from piagent.errors import PiagentError
 from piagent.providers.base import HostReport
 from piagent.web.apidoc import Reply, operation
-from piagent.web.context import services
+from piagent.web.context import Services, services
 from piagent.web.reply_schemas import ReadySchema
 
 log = logging.getLogger("piagent")
@@ -51,15 +52,28 @@ def ready() -> Response:
         name: {"pulled": state.pulled, "loaded": state.loaded}
         for name, state in readiness.models.items()
     }
-    body: dict[str, Any] = {"status": "ready" if readiness.ready else "not ready"}
-    if not readiness.ready:
-        body["detail"] = readiness.problem
+    problems = [p for p in (readiness.problem, _shared_state(found)) if p]
+    body: dict[str, Any] = {"status": "not ready" if problems else "ready"}
+    if problems:
+        body["detail"] = "; ".join(problems)
     body["models"] = models
     if readiness.hosts:
         body["hosts"] = [_host(report) for report in readiness.hosts]
     response = jsonify(body)
-    response.status_code = 200 if readiness.ready else 503
+    response.status_code = 503 if problems else 200
     return response
+
+
+def _shared_state(found: Services) -> str | None:
+    """Why generation slots cannot be counted (STATE_BACKEND=redis), or None."""
+    ping = getattr(found.slots, "ping", None)
+    if ping is None:
+        return None
+    try:
+        ping()
+    except PiagentError as exc:
+        return str(exc.detail)
+    return None
 
 
 def _host(report: HostReport) -> dict[str, Any]:
