@@ -23,6 +23,7 @@ from bench.figures_hosts import hosts
 from bench.figures_lifecycle import lifecycle
 from bench.figures_reference import reference
 from bench.figures_requests import latency_one_client, throughput_and_cpu
+from bench.figures_shared import shared_slot
 from bench.figures_streams import disconnect, first_byte, token_cpu, token_gaps
 from bench.harness import FULL, MODEL, QUICK, Bench, log
 from bench.memory_store import memory_store
@@ -56,6 +57,8 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "disconnect": disconnect,
     # Several model hosts: routing's cost, requests lost when a host dies.
     "hosts": hosts,
+    # STATE_BACKEND=redis: a shared slot's cost (skipped without redis-server).
+    "shared": shared_slot,
     "memstore": memory_store,
     # Conversations through memory policies, each with a RESULTS.md section.
     "cache": prompt_cache,
@@ -73,6 +76,8 @@ ALIASES = {
     "memory": "memstore",
     "straightforward": "reference",
     "routing": "hosts",
+    "redis": "shared",
+    "state": "shared",
     "prompt-cache": "cache",
     "real": "realmodel",
     "llama": "realmodel",
