@@ -65,12 +65,17 @@ def _server(bench: Bench, extra: dict[str, str]) -> GunicornProcess:
     env = {**bench.gunicorn_env(), **extra}
     server = GunicornProcess(bench.root, bench.log_dir, env, name="gunicorn-state")
     server, _ = bench.new_server(server)
-    # A fresh Redis admits nobody for one lease (shared_slots): wait it out.
+    # A fresh Redis admits nobody for one lease (shared_slots), and the bench
+    # lets nobody wait (MAX_QUEUED_GENERATIONS=0): ask until it answers.
     body = json.dumps({"message": "bench tokens=1", "stream": False}).encode()
-    response = asyncio.run(one_request(HOST, server.port, "POST", "/chat", body))
-    if response.status != 200:
-        raise RuntimeError(f"warm-up request answered {response.status}")
-    return server
+    deadline = time.monotonic() + 10
+    while True:
+        response = asyncio.run(one_request(HOST, server.port, "POST", "/chat", body))
+        if response.status == 200:
+            return server
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"warm-up request answered {response.status}")
+        time.sleep(0.2)
 
 
 def shared_slot(bench: Bench) -> list[Row]:
