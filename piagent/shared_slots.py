@@ -26,6 +26,7 @@ through their renewals, so a restart never lets more generations in.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -53,7 +54,8 @@ PREFIX = "piagent:slots:"
 
 # KEYS: holders of the host, line, ticket leases, wanted host per ticket,
 # arrival counter, epoch. ARGV: id, slots per host, lease ms, most waiting,
-# host. Returns {1, 0} admitted, {0, place} waiting, {-1, place} line full.
+# host. Returns {1, 0} admitted, {0, place} waiting, {-1, place} line full,
+# {-2, ms} line full while a Redis that started empty settles.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -88,7 +90,11 @@ if now >= tonumber(epoch) + lease and ahead < free then
 end
 if not queued then
   local size = redis.call('ZCARD', KEYS[2])
-  if size >= tonumber(ARGV[4]) then return {-1, size + 1} end
+  if size >= tonumber(ARGV[4]) then
+    local settling = tonumber(epoch) + lease - now
+    if settling > 0 then return {-2, settling} end
+    return {-1, size + 1}
+  end
   redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), me)
 end
 redis.call('ZADD', KEYS[3], now + lease, me)
@@ -251,6 +257,14 @@ class SharedQueue(GenerationQueue):
         admitted, place = self._ask(holder, host)
         if admitted == 1:
             return self._hold(holder, host), host
+        if admitted == -2:
+            seconds = max(1, math.ceil(place / 1000))
+            raise QueueFull(
+                "generation slots are counted afresh after Redis started empty "
+                f"(one lease, for running generations to re-register); try again "
+                f"in about {seconds} s",
+                retry_after=seconds,
+            )
         if admitted == -1:
             seconds = self.retry_after(place)
             raise QueueFull(

@@ -203,6 +203,18 @@ def test_a_redis_restarted_empty_waits_a_lease_so_running_slots_reregister(
         server.stop()
 
 
+def test_a_fresh_redis_with_no_room_in_line_says_why_it_refuses(redis_server):
+    prefix = f"fresh:{uuid.uuid4().hex[:8]}:"
+    queue = SharedQueue(
+        redis_server.url, [HOST], 1, 0, 60, lease_seconds=LEASE, prefix=prefix
+    )
+    with pytest.raises(QueueFull) as caught:
+        queue.acquire()
+    assert "counted afresh after Redis started empty" in caught.value.detail
+    assert caught.value.headers["Retry-After"] == "1"
+    assert queue.holders() == 0
+
+
 def test_state_backend_settings():
     assert Settings().state_backend == "local"
     with pytest.raises(SettingsError, match="STATE_BACKEND='shared'"):
