@@ -132,8 +132,9 @@ def test_a_stopped_host_moves_only_its_conversations_and_comes_back(launch, host
     down = ready.json()["hosts"][1]
     assert down["models"] == [] and "unreachable" in down["detail"]
     values = scrape(server)
+    # Down whether a request or the probe found out first (a request's
+    # failure is also counted in piagent_upstream_errors_total).
     assert values[f'piagent_host_up{{host="{hosts.urls[1]}"}}'] == 0
-    assert values['piagent_upstream_errors_total{kind="unreachable"}'] >= 1
     # B comes back: the probe sees it and its conversations go home again.
     hosts.restart(1)
     deadline = time.monotonic() + 10
