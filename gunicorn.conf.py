@@ -2,8 +2,10 @@
 # Values come from the environment or ./.env (same names as piagent's settings).
 import ipaddress
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
 from gunicorn.workers.base_async import AsyncWorker
@@ -152,8 +154,55 @@ errorlog = "-"
 loglevel = _env("LOG_LEVEL", default="info")
 
 
+# --- Metrics (METRICS=true) ---
+# prometheus_client's multiprocess mode: each worker writes its values to files
+# in PROMETHEUS_MULTIPROC_DIR and a scrape reads them all, so WORKERS>1 reports
+# one set. The directory must start empty: an operator's (systemd's
+# RuntimeDirectory, say) is emptied of old values, else a fresh one is made in
+# the temporary directory and removed on exit. prometheus_client is imported
+# only when a worker exits, so the master does not carry it otherwise.
+_metrics = str(_env("METRICS", default="false")).strip().lower() in (
+    "1",
+    "true",
+    "yes",
+    "on",
+)
+_made_metrics_dir = None
+
+
+def _fresh_metrics_dir():
+    global _made_metrics_dir
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        path = _made_metrics_dir = tempfile.mkdtemp(prefix="piagent-metrics-")
+        # Workers are forked after this and inherit it.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def child_exit(server, worker):
+    """A worker's live gauges (generations in flight, ...) leave with it."""
+    if _metrics:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _made_metrics_dir is not None:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
+
+
 def on_starting(server):
-    """Tell piagent where gunicorn really listens; warn about several workers."""
+    """Tell piagent where gunicorn really listens; warn about several workers;
+    give the workers an empty directory for their metrics."""
+    if _metrics:
+        server.log.info("metrics: values of the workers in %s", _fresh_metrics_dir())
     # The command line (-b, GUNICORN_CMD_ARGS) may override BIND. Workers inherit
     # the environment, and piagent refuses a non-loopback address without keys.
     os.environ["BIND"] = ",".join(server.cfg.bind)
@@ -161,11 +210,24 @@ def on_starting(server):
     count = server.cfg.workers
     in_process = _env("MEMORY_BACKEND", default="memory").strip() == "memory"
     memory_on = str(_env("ENABLE_MEMORY", default="true")).strip().lower()
+    shared_state = _env("STATE_BACKEND", default="local").strip() == "redis"
     if count > 1 and in_process and memory_on not in ("false", "0", "no", "off"):
         server.log.warning(
             "WORKERS=%d with the in-process memory store: each worker keeps its own "
-            "conversations, so a conversation's turns land in different workers. "
+            "conversations, so a conversation's turns land in different workers%s. "
             "Use MEMORY_BACKEND=sqlite (shared by the workers of this machine), "
             "or WORKERS=1.",
+            count,
+            " (STATE_BACKEND=redis shares the limits and slots, not conversations)"
+            if shared_state
+            else "",
+        )
+    if count > 1 and not shared_state:
+        server.log.warning(
+            "WORKERS=%d with STATE_BACKEND=local: rate limits and generation slots "
+            "are counted per worker, so MAX_CONCURRENT_GENERATIONS and the "
+            "RATE_LIMIT_* allow %d times as much in all. Use STATE_BACKEND=redis "
+            "to count them once for every worker.",
+            count,
             count,
         )

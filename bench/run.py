@@ -19,9 +19,11 @@ from pathlib import Path
 from bench import machine
 from bench.figures_cache import prompt_cache, real_model
 from bench.figures_crowd import crowd
+from bench.figures_hosts import hosts
 from bench.figures_lifecycle import lifecycle
 from bench.figures_reference import reference
 from bench.figures_requests import latency_one_client, throughput_and_cpu
+from bench.figures_shared import shared_slot
 from bench.figures_streams import disconnect, first_byte, token_cpu, token_gaps
 from bench.harness import FULL, MODEL, QUICK, Bench, log
 from bench.memory_store import memory_store
@@ -53,6 +55,10 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "tokencpu": token_cpu,
     "gaps": token_gaps,
     "disconnect": disconnect,
+    # Several model hosts: routing's cost, requests lost when a host dies.
+    "hosts": hosts,
+    # STATE_BACKEND=redis: a shared slot's cost (skipped without redis-server).
+    "shared": shared_slot,
     "memstore": memory_store,
     # Conversations through memory policies, each with a RESULTS.md section.
     "cache": prompt_cache,
@@ -69,6 +75,9 @@ ALIASES = {
     "cpu": "nonstream",
     "memory": "memstore",
     "straightforward": "reference",
+    "routing": "hosts",
+    "redis": "shared",
+    "state": "shared",
     "prompt-cache": "cache",
     "real": "realmodel",
     "llama": "realmodel",

@@ -11,9 +11,12 @@ import threading
 from collections.abc import Callable
 
 from flask import Flask
+from gevent import monkey
 
 from piagent.agents import Agent, load_agents
 from piagent.chat import ChatService
+from piagent.generation_queue import GenerationQueue
+from piagent.host_queue import HostQueue
 from piagent.hosts import AllowedHosts, allowed_hosts
 from piagent.keys import (
     ApiKeys,
@@ -24,6 +27,7 @@ from piagent.keys import (
 )
 from piagent.memory import build_memory
 from piagent.providers import OllamaProvider, OpenAIProvider, Provider
+from piagent.providers.hosts import HostRouter
 from piagent.settings import Settings
 from piagent.warmup import start_warm_up
 from piagent.web.app import build_app
@@ -58,9 +62,11 @@ def create_app(
     log.info(
         "conversation memory: %s", memory.describe() if memory is not None else "off"
     )
+    queue = build_queue(settings)
     services = Services(
         settings=settings,
-        chat=ChatService(settings, agent_table, provider, memory),
+        chat=ChatService(settings, agent_table, provider, memory, queue),
+        slots=queue,
         chat_schema=ChatRequestSchema(max_message_chars=settings.max_message_chars),
         completion_schema=ChatCompletionSchema(
             max_message_chars=settings.max_message_chars
@@ -72,7 +78,7 @@ def create_app(
     hosts = allowed_hosts(settings)
     app = build_app(services, hosts)
     _log_guards(settings, api_keys, hosts)
-    _probe_in_background(provider, agent_table)
+    _probe_in_background(provider, agent_table, settings)
     if settings.warmup:
         default = agent_table.get("general")
         start_warm_up(provider, default.model if default else settings.general_model)
@@ -80,9 +86,74 @@ def create_app(
 
 
 def build_provider(settings: Settings) -> Provider:
+    """The model server's provider; with several hosts, a HostRouter over one
+    provider per host."""
+    hosts = settings.model_hosts
+    if len(hosts) == 1:
+        return build_host_provider(settings, hosts[0])
+    log.info(
+        "%d model hosts: %s; MAX_CONCURRENT_GENERATIONS=%d on each",
+        len(hosts),
+        ", ".join(hosts),
+        settings.max_concurrent_generations,
+    )
+    return HostRouter(
+        [build_host_provider(settings, host) for host in hosts],
+        hosts,
+        cooldown=settings.host_cooldown_seconds,
+        cooldown_max=settings.host_cooldown_max_seconds,
+    )
+
+
+def build_queue(settings: Settings) -> GenerationQueue:
+    """The generation slots: per host, with one line across them; in this
+    process, or with STATE_BACKEND=redis shared by every process."""
+    hosts = settings.model_hosts
+    concurrent = settings.max_concurrent_generations
+    queued = settings.max_queued_generations
+    seconds = settings.max_generation_seconds
+    horizon = settings.model_timeout + 1
+    wait = settings.max_queue_wait_seconds
+    if settings.state_backend == "redis":
+        # Imported only then: idle RSS of master + worker 72.8 -> 77.0 MB
+        # with it (redis-py; bench lifecycle, median of 3, 2026-12-02).
+        from piagent.shared_slots import SharedQueue
+
+        shared = SharedQueue(
+            settings.redis_url,
+            hosts,
+            concurrent,
+            queued,
+            seconds,
+            lease_seconds=settings.slot_lease_seconds,
+            timeout=settings.redis_timeout,
+            read_horizon=horizon,
+            max_wait=wait,
+        )
+        log.info(
+            "generation slots and rate limits shared through %s (leases of %g s)",
+            shared.describe(),
+            settings.slot_lease_seconds,
+        )
+        return shared
+    if len(hosts) == 1:
+        return GenerationQueue(
+            concurrent,
+            queued,
+            seconds,
+            read_horizon=horizon,
+            max_wait=wait,
+            host=hosts[0],
+        )
+    return HostQueue(
+        hosts, concurrent, queued, seconds, read_horizon=horizon, max_wait=wait
+    )
+
+
+def build_host_provider(settings: Settings, host: str) -> Provider:
     if settings.provider == "openai":
         return OpenAIProvider(
-            settings.openai_base_url,
+            host,
             api_key=settings.openai_api_key,
             timeout=settings.model_timeout,
             connect_timeout=settings.model_connect_timeout,
@@ -90,7 +161,7 @@ def build_provider(settings: Settings) -> Provider:
             max_tokens=settings.max_tokens,
         )
     return OllamaProvider(
-        settings.ollama_host,
+        host,
         timeout=settings.model_timeout,
         connect_timeout=settings.model_connect_timeout,
         keep_alive=settings.ollama_keep_alive,
@@ -142,16 +213,25 @@ def _log_guards(settings: Settings, keys: ApiKeys, hosts: AllowedHosts) -> None:
     )
 
 
-def _probe_in_background(provider: Provider, agent_table: dict[str, Agent]) -> None:
+def _probe_in_background(
+    provider: Provider, agent_table: dict[str, Agent], settings: Settings
+) -> None:
     """Warn once at start-up when Ollama is down or a model is missing.
 
     In a thread (a greenlet under gevent) so a slow host never delays start-up;
-    piagent still starts, and /chat answers 502 with the same guidance.
+    piagent still starts, and /chat answers 502 with the same guidance. With
+    several hosts, each worker then checks them every HOST_PROBE_SECONDS
+    (under gunicorn's gevent worker only: in-process apps of the tests call
+    `refresh` themselves).
     """
     models = sorted({agent.model for agent in agent_table.values()})
 
     def probe() -> None:
         for problem in provider.probe(models):
             log.warning(problem)
+        if isinstance(provider, HostRouter):
+            provider.refresh(models)
 
     threading.Thread(target=probe, name="ollama-probe", daemon=True).start()
+    if isinstance(provider, HostRouter) and monkey.is_module_patched("socket"):
+        provider.start_probing(models, settings.host_probe_seconds)

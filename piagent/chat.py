@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from piagent.agents import Agent
 from piagent.errors import (
@@ -20,7 +21,13 @@ from piagent.errors import (
     invalid_field,
 )
 from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
-from piagent.generation_queue import GenerationQueue, Slot, always_present
+from piagent.generation_queue import (
+    GenerationQueue,
+    QueueObserver,
+    Route,
+    Slot,
+    always_present,
+)
 from piagent.memory import Conversation, MemoryStore, Message
 from piagent.memory.window import fit_start
 from piagent.providers import (
@@ -32,11 +39,13 @@ from piagent.providers import (
     ToolOffer,
     Usage,
 )
+from piagent.providers.hosts import HostRouter, error_kind, host_failure
 from piagent.settings import Settings
 from piagent.stats import Ending, TurnStats
 from piagent.tool_loop import ToolLoop, render
 
 log = logging.getLogger("piagent")
+T = TypeVar("T")
 
 # Tokens are estimated from UTF-8 bytes at 3 per token, plus a few per message for
 # the chat template's role markers: real tokenizers average about 4 characters
@@ -154,6 +163,11 @@ class ChatService:
         self._clock = clock
         self._agents = dict(agents)
         self._provider = provider
+        # Every call to the model goes through the host router, which is the
+        # provider itself with several hosts (app.build_provider).
+        self._hosts = (
+            provider if isinstance(provider, HostRouter) else HostRouter([provider])
+        )
         # None when ENABLE_MEMORY is off: build_memory decides that, once.
         self._memory = memory
         self._ctx_tokens = settings.ctx_tokens
@@ -178,6 +192,21 @@ class ChatService:
             max_wait=settings.max_queue_wait_seconds,
         )
         self.provider_name = provider.name
+
+    def observe(
+        self,
+        queue: QueueObserver,
+        host: Callable[[str, bool], None],
+        error: Callable[[str], None],
+    ) -> None:
+        """Report slots and waiters, hosts going up and down, and the model
+        server's failures to these callbacks (piagent.metrics)."""
+        self._queue.observer = queue
+        self._hosts.on_host = host
+        self._hosts.on_error = error
+        for url in self._hosts.urls:
+            host(url, self._hosts.up(url))
+            queue(url, 0, 0)
 
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
@@ -278,6 +307,72 @@ class ChatService:
         """Whether piagent runs tools in this turn: /chat with a tool agent."""
         return not turn.stateless and turn.agent.tools is not None
 
+    def routing_key(self, turn: Turn) -> str | None:
+        """What pins a turn to a model host: its conversation's storage key
+        (the owner's, opaque here); None for a stateless turn, which may go
+        anywhere."""
+        return None if turn.stateless else turn.memory_key
+
+    def _route(self, turn: Turn) -> Route | None:
+        """The turn's hosts for the queue; None with one host."""
+        hosts = self._hosts
+        if hosts.single:
+            return None
+        key, model = self.routing_key(turn), turn.agent.model
+        return Route(lambda avoid: hosts.order(key, model, avoid), key is None)
+
+    def _on_host(
+        self,
+        slot: Slot,
+        turn: Turn,
+        call: Callable[[Provider], T],
+        client_present: Callable[[], bool] | None,
+    ) -> T:
+        """`call` with the provider of the slot's host, within the deadline.
+
+        With several hosts, a failure of the host before any text (see
+        host_failure) takes it down and the call is made once more on the
+        next host of the turn's route: nothing has been sent to the client.
+        A later round of a tool loop (`client_present` None) stays on its
+        host, since the client has seen the earlier rounds' events.
+        """
+        model = turn.agent.model
+        try:
+            with slot.bounded():
+                return self._hosts.attempt(slot.host, model, call)
+        except ProviderError as exc:
+            if client_present is None or not (slot.movable and host_failure(exc)):
+                raise
+            failed = slot.host
+        slot.move(client_present)
+        log.info(
+            "conversation %s moved from %s to %s",
+            turn.conversation_id,
+            failed,
+            slot.host,
+        )
+        with slot.bounded():
+            return self._hosts.attempt(slot.host, model, call)
+
+    def _streamer(
+        self, turn: Turn, messages: list[ChatMessage]
+    ) -> Callable[[Provider], TokenStream]:
+        """A call that starts the turn's generation on a host's provider,
+        with the turn's tools if it offers any."""
+        model, options, offer = turn.agent.model, turn.options, self._offer(turn)
+        if offer is None:  # as every provider was asked before tools
+            return lambda provider: provider.stream(model, messages, options)
+        return lambda provider: provider.stream(model, messages, options, offer)
+
+    def _completer(
+        self, turn: Turn, messages: list[ChatMessage]
+    ) -> Callable[[Provider], Reply]:
+        """The same for a whole reply."""
+        model, options, offer = turn.agent.model, turn.options, self._offer(turn)
+        if offer is None:
+            return lambda provider: provider.complete(model, messages, options)
+        return lambda provider: provider.complete(model, messages, options, offer)
+
     def _messages(self, turn: Turn) -> list[ChatMessage]:
         system = {"role": "system", "content": turn.agent.system_prompt}
         if turn.history is not None:
@@ -308,21 +403,14 @@ class ChatService:
         """The whole reply; a failure anywhere raises and records nothing, since
         the caller receives an error instead of text. A store that fails to record
         it is a 503 too: a 200 means the exchange is in memory."""
-        slot = self._queue.acquire(client_present)
+        slot = self._queue.acquire(client_present, self._route(turn))
         try:
             messages = self._messages(turn)
             if self._looping(turn):
-                return self._reply_with_tools(turn, slot, messages)
-            offer = self._offer(turn)
-            with slot.bounded():
-                if offer is None:  # as every provider was asked before tools
-                    reply = self._provider.complete(
-                        turn.agent.model, messages, turn.options
-                    )
-                else:
-                    reply = self._provider.complete(
-                        turn.agent.model, messages, turn.options, offer
-                    )
+                return self._reply_with_tools(turn, slot, messages, client_present)
+            reply = self._on_host(
+                slot, turn, self._completer(turn, messages), client_present
+            )
             stats = turn.stats
             stats.ended_at = self._clock()
             stats.first_token_at = reply.first_token_at
@@ -334,12 +422,20 @@ class ChatService:
         return reply
 
     def _reply_with_tools(
-        self, turn: Turn, slot: Slot, messages: list[ChatMessage]
+        self,
+        turn: Turn,
+        slot: Slot,
+        messages: list[ChatMessage],
+        client_present: Callable[[], bool],
     ) -> Reply:
         """The JSON reply of a tool agent: the whole loop, then the text of
         every round; stored only once it all succeeded."""
         stats = turn.stats
-        loop = self._tool_loop(turn, slot, messages, pings=False)
+        first = self._streamer(turn, messages)
+        upstream = Upstream.start(
+            lambda: self._on_host(slot, turn, first, client_present), None
+        )
+        loop = self._tool_loop(turn, slot, messages, False, upstream)
         upstream = loop.upstream
         assert upstream.stream is not None
         stats.first_token_at = upstream.stream.first_token_at
@@ -362,20 +458,17 @@ class ChatService:
         slot: Slot,
         messages: list[ChatMessage],
         pings: bool,
-        upstream: Upstream | None = None,
+        upstream: Upstream,
     ) -> ToolLoop:
-        """The loop of a tool agent's turn; its first model call is `upstream`,
-        or started here."""
-        offer = self._offer(turn)
+        """The loop of a tool agent's turn, whose first model call is
+        `upstream`; the later ones stay on the slot's host."""
 
         def open_next(sent: list[ChatMessage]) -> Upstream:
-            def start() -> TokenStream:
-                with slot.bounded():
-                    return self._provider.stream(
-                        turn.agent.model, sent, turn.options, offer
-                    )
-
-            return Upstream.start(start, self._ping_seconds if pings else None)
+            call = self._streamer(turn, sent)
+            return Upstream.start(
+                lambda: self._on_host(slot, turn, call, None),
+                self._ping_seconds if pings else None,
+            )
 
         assert turn.agent.tools is not None
         return ToolLoop(
@@ -385,7 +478,7 @@ class ChatService:
             slot,
             turn.stats,
             open_next,
-            upstream or open_next(messages),
+            upstream,
             self._ping_seconds,
             [],
         )
@@ -405,20 +498,13 @@ class ChatService:
         ends, fails, runs out of time, or its client goes (the server then
         closes the stream).
         """
-        slot = self._queue.acquire(client_present)
+        slot = self._queue.acquire(client_present, self._route(turn))
         try:
             messages = self._messages(turn)
-            offer = self._offer(turn)
+            call = self._streamer(turn, messages)
 
             def start() -> TokenStream:
-                with slot.bounded():
-                    if offer is None:  # as every provider was asked before tools
-                        return self._provider.stream(
-                            turn.agent.model, messages, turn.options
-                        )
-                    return self._provider.stream(
-                        turn.agent.model, messages, turn.options, offer
-                    )
+                return self._on_host(slot, turn, call, client_present)
 
             upstream = Upstream.start(start, self._prime_seconds if pings else None)
         except BaseException:
@@ -489,6 +575,7 @@ class ChatService:
         except ProviderError as exc:
             stalled = isinstance(exc, StreamStalled | ProviderTimeout)
             stats.ending = Ending.TIMEOUT if stalled else Ending.UPSTREAM_ERROR
+            stats.upstream_error = error_kind(exc)
             log.warning(
                 "stream of conversation %s cut after %d chars: %s",
                 turn.conversation_id,

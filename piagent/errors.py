@@ -14,6 +14,7 @@ PiagentError                       500  (never raised as such)
  │    ├── InvalidFields             422  [{"loc": [...], "msg": ...}, ...]
  │    └── ClientGone                499  left while waiting (nobody reads it)
  ├── MemoryUnavailable             503  the memory store cannot be reached
+ ├── StateUnavailable              503  shared slots (Redis) cannot be counted
  ├── QueueFull                      503  too many generations waiting; Retry-After
  └── ProviderError                       the model server let us down
       ├── ProviderUnreachable       502  connection refused / failed
@@ -134,6 +135,14 @@ class ClientGone(RequestError):
     status = 499
 
 
+class StateUnavailable(PiagentError):
+    """STATE_BACKEND=redis and Redis cannot be reached: generation slots cannot
+    be counted, so none is given (the cap fails closed); try again shortly."""
+
+    status = 503
+    headers = {"Retry-After": "5"}
+
+
 class QueueFull(PiagentError):
     """Too many generations waiting, or one waited too long; Retry-After
     says when a slot is likely free."""
@@ -160,7 +169,16 @@ class ModelMissing(ProviderError):
 
 
 class ProviderFailed(ProviderError):
-    """An error status, an error line or a line that is not a chat chunk."""
+    """An error status, an error line or a line that is not a chat chunk.
+
+    `upstream_status` is the model server's HTTP status when it answered with
+    one: a 4xx is about the request, which another model host would refuse
+    too; anything else is about the host (piagent.providers.hosts).
+    """
+
+    def __init__(self, detail: str, upstream_status: int | None = None) -> None:
+        super().__init__(detail)
+        self.upstream_status = upstream_status
 
 
 class ProviderBusy(ProviderError):

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import gevent
@@ -38,10 +39,28 @@ WINDOW = 20
 FIRST_GUESS_SECONDS = 10.0
 MAX_RETRY_AFTER = 3600
 T = TypeVar("T")
+# Told (host, generations running there, requests waiting) after each change;
+# piagent.metrics keeps its gauges with it.
+QueueObserver = Callable[[str, int, int], None]
 
 
 def always_present() -> bool:
     return True
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request may run, for a queue over several model hosts.
+
+    `order(avoid)` lists the hosts it may use, best first, leaving out `avoid`
+    (a host it just failed on) when there is another; without `spread` the
+    request waits for the first one (its conversation's host, whose prompt
+    cache holds it), with `spread` it takes whichever has the most free slots
+    (stateless requests). A queue for one host ignores it.
+    """
+
+    order: Callable[[str | None], list[str]]
+    spread: bool = False
 
 
 def estimate_wait(
@@ -65,13 +84,22 @@ class _Waiter:
 
 
 class Slot:
-    """The right to talk to the model, until `release()` (safe to call twice)."""
+    """The right to talk to the model on `host`, until `release()` (safe to
+    call twice). A slot of one host cannot move to another."""
 
-    def __init__(self, queue: GenerationQueue, started: float) -> None:
+    movable = False
+
+    def __init__(self, queue: GenerationQueue, started: float, host: str = "") -> None:
         self._queue = queue
+        self.host = host
         self.started = started
         self.deadline = started + queue.max_seconds
         self._released = False
+
+    def move(self, client_present: Callable[[], bool] = always_present) -> None:
+        """Give up this host for the next in the request's order (several
+        hosts only)."""
+        raise NotImplementedError("a slot of one host cannot move")
 
     def release(self) -> None:
         if not self._released:
@@ -147,10 +175,14 @@ class GenerationQueue:
         poll_seconds: float = POLL_SECONDS,
         read_horizon: float = 0.0,
         max_wait: float = math.inf,
+        host: str = "",
     ) -> None:
         """`read_horizon`: longest a provider read can block (MODEL_TIMEOUT plus a
         margin); 0 arms a timer around every read. `max_wait`: longest a
-        request waits in line, checked every `poll_seconds`."""
+        request waits in line, checked every `poll_seconds`. `host` names the
+        model host the slots are for."""
+        self.host = host
+        self.observer: QueueObserver | None = None
         self.max_concurrent = max_concurrent
         self.max_wait = max_wait
         self.read_horizon = read_horizon
@@ -178,13 +210,20 @@ class GenerationQueue:
             durations, position, self.max_concurrent, FIRST_GUESS_SECONDS
         )
 
-    def acquire(self, client_present: Callable[[], bool] = always_present) -> Slot:
+    def acquire(
+        self,
+        client_present: Callable[[], bool] = always_present,
+        route: Route | None = None,
+    ) -> Slot:
         """A slot now, or after the requests ahead of this one; QueueFull if
-        the line is full, ClientGone if the client leaves while waiting."""
+        the line is full, ClientGone if the client leaves while waiting.
+        `route` is for queues over several hosts; this one has one."""
         with self._lock:
             if self._active < self.max_concurrent and not self._waiting:
                 self._active += 1
-                return Slot(self, self.clock())
+                if self.observer is not None:
+                    self.observer(self.host, self._active, 0)
+                return Slot(self, self.clock(), self.host)
             if len(self._waiting) >= self.max_queued:
                 position = len(self._waiting) + 1
                 durations = list(self._durations)
@@ -193,6 +232,7 @@ class GenerationQueue:
                 waiter = _Waiter()
                 self._waiting.append(waiter)
                 full = False
+                self._observe()
         if full:
             seconds = estimate_wait(
                 durations, position, self.max_concurrent, FIRST_GUESS_SECONDS
@@ -215,8 +255,9 @@ class GenerationQueue:
                     self._hand_over()
                 else:
                     self._waiting.remove(waiter)
+                    self._observe()
             raise
-        return Slot(self, self.clock())
+        return Slot(self, self.clock(), self.host)
 
     def _waited_too_long(self) -> QueueFull:
         seconds = self.retry_after(1)
@@ -239,3 +280,8 @@ class GenerationQueue:
             waiter.event.set()
         else:
             self._active -= 1
+        self._observe()
+
+    def _observe(self) -> None:
+        if self.observer is not None:
+            self.observer(self.host, self._active, len(self._waiting))

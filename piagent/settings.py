@@ -26,6 +26,7 @@ PROVIDERS = ("ollama", "openai")
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MEMORY_BACKENDS = ("memory", "sqlite", "redis")
+STATE_BACKENDS = ("local", "redis")
 KEEP_ALIVE_PATTERN = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 CORS_ORIGIN_PATTERN = re.compile(
     r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?"
@@ -99,6 +100,32 @@ def http_url(example: str) -> Rule:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
             return "a URL with a valid port"
+        return None
+
+    return check
+
+
+def http_urls(example: str) -> Rule:
+    """One http(s) URL, or several separated by commas (one model host each).
+
+    A single URL is checked, and refused, exactly as by `http_url`; in a list
+    the message names the item that is wrong, and a host listed twice is
+    refused since it would get twice the share of conversations.
+    """
+    one = http_url(example)
+
+    def check(value: str) -> str | None:
+        items = value.split(",")
+        if len(items) == 1:
+            return one(value)
+        seen: set[str] = set()
+        for item in (part.strip() for part in items):
+            problem = one(item) if item else "not an empty item"
+            if problem is not None:
+                return f"comma-separated hosts, each {problem} ({item!r} is not)"
+            if item.rstrip("/") in seen:
+                return f"each host once ({item!r} is listed twice)"
+            seen.add(item.rstrip("/"))
         return None
 
     return check
@@ -209,8 +236,9 @@ class Settings:
     )
     ollama_host: str = setting(
         "http://127.0.0.1:11434",
-        "Base URL of Ollama.",
-        http_url("http://127.0.0.1:11434"),
+        "Base URL of Ollama; several, comma-separated, spread conversations "
+        "over several model hosts (docs/hosts.md).",
+        http_urls("http://127.0.0.1:11434"),
     )
     ollama_model_general: str = setting(
         "qwen2.5:3b-instruct",
@@ -303,8 +331,9 @@ class Settings:
     # --- OpenAI-compatible model server (PROVIDER=openai) ---
     openai_base_url: str = setting(
         "http://127.0.0.1:8080/v1",
-        "Base URL of an OpenAI-compatible server, up to and including /v1.",
-        http_url("http://127.0.0.1:8080/v1"),
+        "Base URL of an OpenAI-compatible server, up to and including /v1; "
+        "several, comma-separated, as with OLLAMA_HOST.",
+        http_urls("http://127.0.0.1:8080/v1"),
     )
     openai_api_key: str = setting(
         "", "Bearer key for that server; empty sends none.", secret=True
@@ -313,6 +342,24 @@ class Settings:
         "qwen2.5-3b-instruct",
         "Model for agents that name none and have no `OPENAI_MODEL_<AGENT>`.",
         not_blank("a model name as the server's GET /v1/models lists it"),
+    )
+    # --- Several model hosts (docs/hosts.md) ---
+    host_cooldown_seconds: float = setting(
+        5.0,
+        "With several model hosts: seconds a host that failed is left out; "
+        "doubled at each failure in a row, up to HOST_COOLDOWN_MAX_SECONDS.",
+        above(0, "seconds"),
+    )
+    host_cooldown_max_seconds: float = setting(
+        60.0,
+        "Longest cooldown of a host that keeps failing.",
+        above(0, "seconds"),
+    )
+    host_probe_seconds: float = setting(
+        10.0,
+        "With several model hosts: seconds between each worker's checks of "
+        "every host's model list, which bring hosts back and learn their models.",
+        above(0, "seconds"),
     )
     # --- Streams: SSE and NDJSON ---
     stream_prime_seconds: float = setting(
@@ -356,13 +403,32 @@ class Settings:
     )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
-        "Redis of MEMORY_BACKEND=redis: redis://[:password@]host:port/db, "
-        "rediss:// or unix:///path.sock.",
+        "Redis of MEMORY_BACKEND=redis and STATE_BACKEND=redis: "
+        "redis://[:password@]host:port/db, rediss:// or unix:///path.sock.",
     )
     redis_timeout: float = setting(
         1.0,
         "Seconds to connect to Redis or wait for its answer before a 503.",
         above(0, "seconds"),
+    )
+    # --- Monitoring ---
+    metrics: bool = setting(
+        False,
+        "Serve Prometheus metrics at /metrics (behind the API key when keys are "
+        "on; never rate limited); costs about 1-2 MB per worker (docs/metrics.md).",
+    )
+    # --- Shared state: one budget for several processes (docs/deploy.md) ---
+    state_backend: str = setting(
+        "local",
+        "Where rate limits and generation slots are counted: `local` (each "
+        "worker alone) or `redis` (REDIS_URL, shared by every worker and machine).",
+        one_of(STATE_BACKENDS, "local or redis"),
+    )
+    slot_lease_seconds: float = setting(
+        5.0,
+        "With STATE_BACKEND=redis: seconds a generation slot is leased for, renewed "
+        "while the generation runs; a killed worker's slot is free again after it.",
+        between(1, 600),
     )
     # --- Browser: the chat page and the API's own description ---
     web_ui: bool = setting(
@@ -465,6 +531,13 @@ class Settings:
         if self.provider == "openai":
             return self.openai_model_general
         return self.ollama_model_general
+
+    @property
+    def model_hosts(self) -> list[str]:
+        """The model server's base URLs: one, or several (OLLAMA_HOST or
+        OPENAI_BASE_URL, by PROVIDER), without trailing slashes."""
+        value = self.openai_base_url if self.provider == "openai" else self.ollama_host
+        return [host.rstrip("/") for host in comma_list(value)]
 
     @property
     def memory_ttl_seconds(self) -> float:
@@ -638,7 +711,7 @@ def sqlite_file_in_a_directory(s: Settings) -> None:
 
 
 def redis_url_names_a_server(s: Settings) -> None:
-    if s.memory_backend != "redis":
+    if s.memory_backend != "redis" and s.state_backend != "redis":
         return
     parts = urlsplit(s.redis_url)
     _require(
@@ -650,9 +723,19 @@ def redis_url_names_a_server(s: Settings) -> None:
     )
 
 
+def cooldown_within_its_cap(s: Settings) -> None:
+    _require(
+        s.host_cooldown_seconds <= s.host_cooldown_max_seconds,
+        "HOST_COOLDOWN_SECONDS",
+        s.host_cooldown_seconds,
+        f"at most HOST_COOLDOWN_MAX_SECONDS ({s.host_cooldown_max_seconds:g})",
+    )
+
+
 CROSS_CHECKS: tuple[Callable[[Settings], None], ...] = (
     max_tokens_fits_the_context,
     trim_below_max_turns,
     sqlite_file_in_a_directory,
     redis_url_names_a_server,
+    cooldown_within_its_cap,
 )

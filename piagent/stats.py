@@ -53,6 +53,8 @@ class TurnStats:
     tools: list[ToolRecord] = field(default_factory=list)
     # Tool calls the model asked a /v1 client to run (its own tools).
     calls: tuple[ToolCall, ...] = ()
+    # The kind of a model server failure after the first token (metrics).
+    upstream_error: str | None = None
 
     @property
     def reply_tokens(self) -> int | None:

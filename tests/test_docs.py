@@ -212,6 +212,7 @@ def docs_client(fake_ollama, tmp_path_factory):
         rate_limit_default="",
         agents_dir=str(directory),
         allowed_hosts=INSTALLED_HOSTS,
+        metrics=True,
     )
     return create_app(settings, environ=EXAMPLE_ENVIRONMENT.get).test_client()
 
@@ -228,10 +229,11 @@ def test_curl_examples_are_found():
 def test_curl_examples_are_answered_as_documented(
     docs_client, ollama, page, command, documented
 ):
-    """The app of an installed Pi knows the route and method, takes the body
-    and headers as sent (keys are not configured here, so a documented key is
-    not checked), and answers without a server error; a refusal shown on
-    purpose gets the status its comment says."""
+    """The app of an installed Pi with what the docs show turned on
+    (/metrics) knows the route and method, takes the body and headers as sent
+    (keys are not configured here, so a documented key is not checked), and
+    answers without a server error; a refusal shown on purpose gets the
+    status its comment says."""
     method, path, headers, body = as_request(command)
     headers.pop("Authorization", None)
     if body is not None:

@@ -217,3 +217,13 @@ def test_views_without_a_record_are_reported(app):
 
     assert described(plain) is None
     assert described(app.view_functions["chat.chat"]).tag == "chat"
+
+
+def test_metrics_are_described_when_on_without_rate_limit_answers():
+    doc = document(make_app(metrics=True))
+    validate(doc)
+    operation = doc["paths"]["/metrics"]["get"]
+    assert "text/plain" in operation["responses"]["200"]["content"]
+    assert "401" in operation["responses"] and "429" not in operation["responses"]
+    assert "X-RateLimit-Limit" not in operation["responses"]["200"].get("headers", {})
+    assert "/metrics" not in document(make_app())["paths"]

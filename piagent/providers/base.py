@@ -99,11 +99,24 @@ class ModelState:
 
 
 @dataclass(frozen=True)
+class HostReport:
+    """One of several model hosts as /ready lists it: up or down (and why),
+    and which of the agents' models it serves."""
+
+    url: str
+    up: bool
+    models: list[str]
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
 class Readiness:
-    """What /ready reports: each model's state, and why piagent is not ready."""
+    """What /ready reports: each model's state, and why piagent is not ready;
+    with several model hosts, each host too."""
 
     models: dict[str, ModelState]
     problem: str | None = None
+    hosts: tuple[HostReport, ...] = ()
 
     @property
     def ready(self) -> bool:

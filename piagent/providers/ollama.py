@@ -138,6 +138,10 @@ class OllamaProvider(HttpProvider):
                 raise self._status_error(response, model)
             response.close()
 
+    def models(self) -> set[str]:
+        """The names GET /api/tags lists (pulled models), with a short timeout."""
+        return self._model_names("/api/tags")
+
     def _model_names(self, path: str) -> set[str]:
         """Names in /api/tags (pulled) or /api/ps (loaded), with a short timeout."""
         response = self._get(path)
@@ -180,7 +184,10 @@ class OllamaProvider(HttpProvider):
             )
         if response.status_code == 503:
             return ProviderBusy(f"Ollama is busy: {message}")
-        return ProviderFailed(f"Ollama failed (HTTP {response.status_code}): {message}")
+        return ProviderFailed(
+            f"Ollama failed (HTTP {response.status_code}): {message}",
+            upstream_status=response.status_code,
+        )
 
 
 class OllamaStream(LineStream):

@@ -164,9 +164,12 @@ class OpenAIProvider(HttpProvider):
         if status in (401, 403):
             return ProviderFailed(
                 f"{where} refused piagent (HTTP {status}: {message}); check "
-                "OPENAI_API_KEY"
+                "OPENAI_API_KEY",
+                upstream_status=status,
             )
-        return ProviderFailed(f"{where} failed (HTTP {status}): {message}")
+        return ProviderFailed(
+            f"{where} failed (HTTP {status}): {message}", upstream_status=status
+        )
 
 
 class OpenAIStream(LineStream):

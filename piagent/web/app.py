@@ -16,6 +16,7 @@ from piagent.web.views import (
     chat,
     conversations,
     health,
+    metrics,
     openai_chat,
     openai_models,
     page,
@@ -33,6 +34,7 @@ VIEWS = (
     openai_models,
     page,
     api_docs,
+    metrics,
 )
 
 
@@ -63,6 +65,8 @@ def build_app(services: Services, hosts: AllowedHosts) -> Flask:
             app.register_blueprint(view.bp)
     register_error_handlers(app)
     init_request_log(app, settings)
+    if settings.metrics:
+        metrics.install_metrics(app, services)
     install_guards(
         app, settings, services.keys, hosts, generating=[chat.bp, openai_chat.bp]
     )

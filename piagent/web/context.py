@@ -8,6 +8,7 @@ from typing import cast
 from flask import current_app
 
 from piagent.chat import ChatService
+from piagent.generation_queue import GenerationQueue
 from piagent.keys import Keyring
 from piagent.memory import MemoryStore
 from piagent.providers import Provider
@@ -31,6 +32,8 @@ class Services:
     provider: Provider
     memory: MemoryStore | None
     keys: Keyring
+    # The generation slots; /ready asks a shared one whether Redis answers.
+    slots: GenerationQueue | None = None
 
 
 def services() -> Services:

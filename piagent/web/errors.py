@@ -33,6 +33,7 @@ from piagent.errors import (
     ProviderUnreachable,
     QueueFull,
     RequestError,
+    StateUnavailable,
     Unauthorized,
     UnknownModel,
 )
@@ -60,6 +61,7 @@ class OpenAICode(StrEnum):
     CLIENT_GONE = "client_gone"
     MEMORY_UNAVAILABLE = "memory_unavailable"
     QUEUE_FULL = "queue_full"
+    STATE_UNAVAILABLE = "state_unavailable"
     MODEL_SERVER_ERROR = "model_server_error"
     MODEL_SERVER_UNREACHABLE = "model_server_unreachable"
     MODEL_MISSING = "model_missing"
@@ -82,6 +84,7 @@ OPENAI_KINDS: dict[type[PiagentError], tuple[OpenAIType, OpenAICode | None]] = {
     ClientGone: (OpenAIType.INVALID_REQUEST, OpenAICode.CLIENT_GONE),
     MemoryUnavailable: (OpenAIType.SERVER, OpenAICode.MEMORY_UNAVAILABLE),
     QueueFull: (OpenAIType.SERVER, OpenAICode.QUEUE_FULL),
+    StateUnavailable: (OpenAIType.SERVER, OpenAICode.STATE_UNAVAILABLE),
     ProviderError: (OpenAIType.SERVER, OpenAICode.MODEL_SERVER_ERROR),
     ProviderUnreachable: (OpenAIType.SERVER, OpenAICode.MODEL_SERVER_UNREACHABLE),
     ModelMissing: (OpenAIType.SERVER, OpenAICode.MODEL_MISSING),
@@ -160,7 +163,7 @@ def _openai_response(
 
 
 def _piagent_error(exc: PiagentError) -> Response:
-    if isinstance(exc, ProviderError | MemoryUnavailable):
+    if isinstance(exc, ProviderError | MemoryUnavailable | StateUnavailable):
         log.warning("%s: %s", type(exc).__name__, exc.detail)
     if _openai_dialect():
         return _openai_response(exc.status, openai_error_body(exc), exc.headers)

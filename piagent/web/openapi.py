@@ -24,6 +24,7 @@ from piagent.web.context import EXTENSION
 from piagent.web.errors import OPENAI_PREFIX, openai_status
 from piagent.web.guards.auth import is_public_view
 from piagent.web.guards.origin import SAFE_METHODS
+from piagent.web.guards.rate_limits import is_unlimited_view
 from piagent.web.schemas import AGENT_MARK
 
 OPENAPI_VERSION = "3.1.0"
@@ -173,7 +174,13 @@ def build_document(app: Flask) -> dict[str, Any]:
         for method in sorted((rule.methods or set()) - SKIPPED_METHODS):
             operations = paths.setdefault(path, {})
             operations[method.lower()] = _operation(
-                record, rule, path, method, is_public_view(view), found
+                record,
+                rule,
+                path,
+                method,
+                is_public_view(view),
+                found,
+                unlimited=is_unlimited_view(view),
             )
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
@@ -195,7 +202,13 @@ def _agents_as_enum(node: Any, agents: list[str]) -> None:
 
 
 def _operation(
-    record: Operation, rule: Any, path: str, method: str, public: bool, found: Any
+    record: Operation,
+    rule: Any,
+    path: str,
+    method: str,
+    public: bool,
+    found: Any,
+    unlimited: bool = False,
 ) -> dict[str, Any]:
     openai = path.startswith(OPENAI_PREFIX)
     operation: dict[str, Any] = {
@@ -223,7 +236,7 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": body}},
         }
-    limited = () if public else RATE_LIMIT_HEADERS
+    limited = () if public or unlimited else RATE_LIMIT_HEADERS
     for status, reply in record.replies.items():
         operation["responses"][str(status)] = _reply(reply, limited)
     # Every request may name a host not allowed; a POST or DELETE may come
@@ -234,7 +247,7 @@ def _operation(
     if record.body is not None:
         errors |= {413, 415}
     if not public:
-        errors |= {401, 429}
+        errors |= {401} if unlimited else {401, 429}
     if openai:
         errors = {openai_status(status) for status in errors}
     for status in sorted(errors):

@@ -163,6 +163,21 @@ class ModelStateSchema(Schema):
     loaded = fields.Boolean(required=True)
 
 
+class HostStateSchema(Schema):
+    url = _text("The model host's base URL, as configured.")
+    state = fields.String(
+        required=True,
+        validate=validate.OneOf(["up", "down"]),
+        metadata={"description": "down: left out after a failure, for a cooldown."},
+    )
+    models = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "The agents' models this host serves now."},
+    )
+    detail = fields.String(metadata={"description": "Why it is down."})
+
+
 class ReadySchema(Schema):
     status = fields.String(
         required=True, validate=validate.OneOf(["ready", "not ready"])
@@ -170,6 +185,10 @@ class ReadySchema(Schema):
     detail = fields.String(metadata={"description": "Why it is not ready."})
     models = fields.Dict(
         keys=fields.String(), values=fields.Nested(ModelStateSchema), required=True
+    )
+    hosts = fields.List(
+        fields.Nested(HostStateSchema),
+        metadata={"description": "With several model hosts only: each of them."},
     )
 
 

@@ -281,6 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._generation: tuple[Evaluation, list[str], list[str]] | None = None
         self._calls: list[dict[str, Any]] = []
         self._calls_sent = False
+        self._generating = False
         try:
             self._post(behaviour)
         except _ClientGone:
@@ -290,6 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (_Stopping, OSError):
             self.close_connection = True
         finally:
+            if self._generating:
+                self.fake._generating(-1)
             if self._generation is not None:  # what was produced stays cached
                 cost, prompt, tokens = self._generation
                 message = {"content": "".join(tokens[: self._sent])}
@@ -343,6 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
             reason = "unload" if unload else "load"
             return self._send(200, _dumps(line("", done_reason=reason, done=True)))
         self.fake._mark_loaded(model, True)
+        self._generating = True
+        self.fake._generating(+1)
         prompt = prompt_tokens(messages) if chat else []
         cost = self.fake.prompt_cache.evaluate(prompt) if chat else None
         if cost is not None:
@@ -447,6 +452,9 @@ class FakeOllama:
         self.prompt_cache = PromptCache()
         self.evaluations: list[Evaluation] = []
         self.connections = 0
+        # Generations under way now, and the most there ever were at once.
+        self.generating = 0
+        self.max_generating = 0
         self._cond = threading.Condition()
         self._seen = 0
         self._loaded: dict[str, str] = {}
@@ -490,6 +498,7 @@ class FakeOllama:
             self.prompt_cache = PromptCache()
             self.evaluations.clear()
             self.connections = self._seen = 0
+            self.generating = self.max_generating = 0
             self._loaded.clear()
 
     def wait_for_disconnect(self, timeout: float) -> Disconnect | None:
@@ -519,6 +528,17 @@ class FakeOllama:
         with self._cond:
             script = self.behaviour.script
             return script.pop(0) if script else None
+
+    def _generating(self, change: int) -> None:
+        with self._cond:
+            self.generating += change
+            self.max_generating = max(self.max_generating, self.generating)
+            self._cond.notify_all()
+
+    def wait_generating(self, count: int, timeout: float) -> bool:
+        """Whether `count` generations are under way at once within timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.generating >= count, timeout)
 
     def _evaluated(self, evaluation: Evaluation) -> None:
         with self._cond:
