@@ -196,7 +196,7 @@ def raw_chat(server: Server, message: str) -> socket.socket:
     body = f'{{"message": "{message}"}}'
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
     )
     return sock
