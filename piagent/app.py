@@ -13,6 +13,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from piagent.agents import Agent, load_agents
+from piagent.catalog import ModelCatalog
 from piagent.chat import ChatService
 from piagent.hosts import AllowedHosts, allowed_hosts
 from piagent.keys import (
@@ -28,6 +29,7 @@ from piagent.settings import Settings
 from piagent.warmup import start_warm_up
 from piagent.web.app import build_app
 from piagent.web.context import Services
+from piagent.web.ollama_schemas import OllamaChatSchema
 from piagent.web.schemas import ChatCompletionSchema, ChatRequestSchema
 
 log = logging.getLogger("piagent")
@@ -68,6 +70,10 @@ def create_app(
         provider=provider,
         memory=memory,
         keys=Keyring(settings, api_keys),
+        ollama_chat_schema=OllamaChatSchema(
+            max_message_chars=settings.max_message_chars
+        ),
+        catalog=ModelCatalog(provider),
     )
     hosts = allowed_hosts(settings)
     app = build_app(services, hosts)

@@ -183,6 +183,10 @@ class ChatService:
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
 
+    def agent(self, name: str) -> Agent | None:
+        """The agent of that name, or None."""
+        return self._agents.get(name)
+
     def _known(self) -> str:
         return ", ".join(self.agent_names())
 

@@ -105,9 +105,7 @@ class OllamaProvider(HttpProvider):
         # anything else leaves the choice to the model.
         if tools is not None and tools.definitions and tools.choice != "none":
             payload["tools"] = list(tools.definitions)
-        return self._open_stream(
-            self._chat_url, payload, OllamaStream, model, options
-        )
+        return self._open_stream(self._chat_url, payload, OllamaStream, model, options)
 
     def _merged(self, options: Options) -> dict[str, Any]:
         merged = dict(self._options)

@@ -84,9 +84,7 @@ class OpenAIProvider(HttpProvider):
                 payload["tool_choice"] = tools.choice
             if tools.parallel is not None:
                 payload["parallel_tool_calls"] = tools.parallel
-        return self._open_stream(
-            self._chat_url, payload, OpenAIStream, model, options
-        )
+        return self._open_stream(self._chat_url, payload, OpenAIStream, model, options)
 
     def models(self) -> set[str]:
         """The ids GET /models lists (a short timeout: /ready and start-up use it)."""

@@ -16,6 +16,8 @@ from piagent.web.views import (
     chat,
     conversations,
     health,
+    ollama_api,
+    ollama_chat,
     openai_chat,
     openai_models,
     page,
@@ -31,6 +33,8 @@ VIEWS = (
     conversations,
     openai_chat,
     openai_models,
+    ollama_chat,
+    ollama_api,
     page,
     api_docs,
 )
@@ -64,6 +68,10 @@ def build_app(services: Services, hosts: AllowedHosts) -> Flask:
     register_error_handlers(app)
     init_request_log(app, settings)
     install_guards(
-        app, settings, services.keys, hosts, generating=[chat.bp, openai_chat.bp]
+        app,
+        settings,
+        services.keys,
+        hosts,
+        generating=[chat.bp, openai_chat.bp, ollama_chat.bp],
     )
     return app
