@@ -12,6 +12,7 @@ from ollama import Client, ResponseError
 
 from tests.support.fake_ollama import DEFAULT_TOKENS, DETAILS, Step
 from tests.support.server import MODEL
+from tests.test_openai_upstream import start_openai
 
 REPLY = "".join(DEFAULT_TOKENS)
 KEY = "living-room-0123456789abcdef"
@@ -227,3 +228,63 @@ def test_the_stream_is_ndjson_with_ollamas_fields_on_every_line(server, ollama):
         "eval_count",
         "eval_duration",
     }
+
+
+@pytest.fixture
+def openai_client(start_server, fake_openai):
+    server = start_openai(start_server, fake_openai)
+    with client_for(server) as found:
+        yield found
+
+
+def test_with_an_openai_server_format_becomes_response_format(
+    openai_client, fake_openai
+):
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    reply = openai_client.chat(
+        model="general", messages=HELLO, format=schema, think=True, keep_alive=-1
+    )
+    assert reply.message.content == REPLY and reply.done_reason == "stop"
+    assert reply.total_duration and reply.eval_duration is not None
+    sent = fake_openai.requests[-1]
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": schema, "strict": True},
+    }
+    assert not {"think", "keep_alive", "format", "options"} & set(sent)
+    openai_client.chat(model="general", messages=HELLO, format="json")
+    assert fake_openai.requests[-1]["response_format"] == {"type": "json_object"}
+
+
+def test_with_an_openai_server_reasoning_content_is_thinking(
+    openai_client, fake_openai
+):
+    fake_openai.behaviour.script = [Step(text=["Four."], thinking=["Two and two."])]
+    parts = list(openai_client.chat(model="general", messages=HELLO, stream=True))
+    assert [p.message.thinking for p in parts if p.message.thinking] == ["Two and two."]
+    assert "".join(p.message.content for p in parts) == "Four."
+
+
+def test_with_an_openai_server_the_agents_are_listed_plainly(openai_client):
+    [model] = openai_client.list().models
+    assert model.model == "general:latest" and model.details.format == ""
+    assert openai_client.show("general").capabilities == ["completion", "tools"]
+    assert openai_client.ps().models == []
+
+
+def test_chat_and_v1_leave_the_thinking_out(server, ollama):
+    ollama.behaviour.script = [
+        Step(text=["Four."], thinking=["Two and two."]) for _ in range(3)
+    ]
+    chat = requests.post(server.url + "/chat", json={"message": "hi"}, timeout=10)
+    assert chat.json()["reply"] == "Four."
+    streamed = requests.post(
+        server.url + "/chat", json={"message": "hi", "stream": True}, timeout=10
+    )
+    assert streamed.text == "Four."
+    v1 = requests.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "general", "messages": HELLO},
+        timeout=10,
+    )
+    assert v1.json()["choices"][0]["message"]["content"] == "Four."
