@@ -398,8 +398,8 @@ class Settings:
     )
     rate_limit_chat: str = setting(
         "30/minute",
-        "Limits on POST /chat and /v1/chat/completions together, per key owner (or "
-        "client address), e.g. 30/minute;500/day; empty: none.",
+        "Limits on POST /chat, /v1/chat/completions and /ollama/api/chat together, "
+        "per key owner (or client address), e.g. 30/minute;500/day; empty: none.",
         rate_limits,
     )
     rate_limit_default: str = setting(
