@@ -200,3 +200,25 @@ def test_an_error_before_the_first_line_keeps_its_status(server, ollama):
         server.url + CHAT, json={"model": "general", "messages": HELLO}, timeout=10
     )
     assert answer.status_code == 503 and set(answer.json()) == {"error"}
+
+
+def test_the_document_describes_every_ollama_route_in_ollamas_shape(client):
+    doc = client.get("/openapi.json").get_json()
+    for path, method in [
+        ("/ollama/", "get"),
+        ("/ollama/api/version", "get"),
+        ("/ollama/api/tags", "get"),
+        ("/ollama/api/ps", "get"),
+        ("/ollama/api/show", "post"),
+        ("/ollama/api/chat", "post"),
+        ("/ollama/api/pull", "post"),
+        ("/ollama/api/generate", "post"),
+        ("/ollama/api/delete", "delete"),
+    ]:
+        operation = doc["paths"][path][method]
+        for status, answer in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                schema = answer["content"]["application/json"]["schema"]["$ref"]
+                assert schema.endswith("/OllamaError"), (path, status)
+    chat = doc["paths"]["/ollama/api/chat"]["post"]["responses"]
+    assert "422" not in chat and "application/x-ndjson" in chat["200"]["content"]
