@@ -10,6 +10,7 @@ line `{"error": "..."}`; no pings, which Ollama's clients would not expect.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from piagent.web.errors import ollama_error_body
 from piagent.web.streams import LENGTH_REASONS, Framer, arguments_value
 
 NANOSECONDS = 1_000_000_000
+log = logging.getLogger("piagent")
 
 
 def created_at() -> str:
@@ -132,5 +134,10 @@ def ndjson_frames(model: str) -> Framer:
                     yield line(message(), True, **final_fields(event.stats))
         except PiagentError as exc:
             yield _json(ollama_error_body(exc)) + b"\n"
+        except Exception:
+            # Ollama's clients fail a stream without a done or an error line;
+            # even a bug of piagent's must end this one properly.
+            log.exception("unexpected error in an /ollama stream")
+            yield b'{"error":"internal server error"}\n'
 
     return frames
