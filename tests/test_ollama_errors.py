@@ -45,7 +45,11 @@ def refused(answer, status: int) -> str:
             {"model": "general", "messages": HELLO, "options": {"num_ctx": "big"}},
             "options.num_ctx:",
         ),
-        ({"model": "general", "messages": HELLO, "tools": [{}]}, "tools.0.type"),
+        ({"model": "general", "messages": HELLO, "tools": [{}]}, "tools.0.function"),
+        (
+            {"model": "general", "messages": HELLO, "tools": [{"type": "code"}]},
+            "tools.0.type: type must be function",
+        ),
         (
             {"model": "general", "messages": [{"role": "user", "images": ["aGk="]}]},
             "images are not supported",

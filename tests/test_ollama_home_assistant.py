@@ -124,3 +124,17 @@ def test_home_assistant_reads_the_tool_calls_as_it_expects(server, ollama):
     assert calls == [("GetDateTime", {})]
     assert all(p["message"].get("content") is not None for p in parts)
     assert parts[-1].done_reason == "stop"
+
+
+def test_tool_names_outside_openais_rule_pass_as_ollama_lets_them(server, ollama):
+    """Ollama takes any function name (an MCP server's tools may have dots);
+    /v1 keeps OpenAI's stricter rule."""
+    script = {
+        "type": "function",
+        "function": {
+            "name": "script.good_morning",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
+    ha_chat(server, tools=[TURN_ON, script])
+    assert ollama.requests[-1]["tools"] == [TURN_ON, script]

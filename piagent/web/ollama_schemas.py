@@ -25,7 +25,6 @@ from piagent.web.schemas import (
     StrictBoolean,
     StrictInteger,
     StrictNumber,
-    ToolSchema,
 )
 
 THINK_LEVELS = ("low", "medium", "high")
@@ -75,6 +74,36 @@ class Stop(fields.Field[tuple[str, ...]]):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise ValidationError("stop must be a list of strings")
+
+
+class OllamaFunctionSchema(Schema):
+    """A tool's function as an Ollama client offers it. Ollama puts no rule on
+    the name beyond being there, so neither does piagent (OpenAI's stricter
+    rule is /v1's)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    description = fields.String(load_default=None, allow_none=True)
+    parameters = fields.Dict(load_default=None, allow_none=True)
+
+    @post_load
+    def _only_given(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {key: value for key, value in data.items() if value is not None}
+
+
+class OllamaToolSchema(Schema):
+    """One of `tools`: a function tool, as Ollama's ToolFunction."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(
+        load_default="function",
+        validate=validate.OneOf(["function"], error="type must be function"),
+    )
+    function = fields.Nested(OllamaFunctionSchema, required=True)
 
 
 class OllamaOptionsSchema(Schema):
@@ -183,7 +212,7 @@ class OllamaChatSchema(Schema):
         fields.Nested(OllamaMessageSchema), load_default=list, allow_none=True
     )
     tools = fields.List(
-        fields.Nested(ToolSchema),
+        fields.Nested(OllamaToolSchema),
         load_default=None,
         allow_none=True,
         validate=validate.Length(max=MAX_TOOLS),
