@@ -104,9 +104,14 @@ def reply_body(
         "model": model,
         "created_at": created_at(),
         "message": body,
-        "done": True,
-        **final_fields(stats),
+        **_done(stats),
     }
+
+
+def _done(stats: TurnStats) -> dict[str, Any]:
+    """The end of a final line, in Go's field order: done_reason, done, counts."""
+    fields = final_fields(stats)
+    return {"done_reason": fields.pop("done_reason"), "done": True, **fields}
 
 
 def ndjson_frames(model: str) -> Framer:
@@ -115,8 +120,8 @@ def ndjson_frames(model: str) -> Framer:
     failure is an `{"error"}` line, and ends the body."""
     head = b'{"model":' + _json(model) + b',"created_at":'
 
-    def line(body: dict[str, Any], done: bool = False, **extra: Any) -> bytes:
-        rest = {"message": body, "done": done, **extra}
+    def line(body: dict[str, Any], end: dict[str, Any] | None = None) -> bytes:
+        rest = {"message": body, **(end or {"done": False})}
         return head + _json(created_at()) + b"," + _json(rest)[1:] + b"\n"
 
     def frames(events: Iterator[Event]) -> Iterator[bytes]:
@@ -131,7 +136,7 @@ def ndjson_frames(model: str) -> Framer:
                     calls = tool_calls(event.stats)
                     if calls:
                         yield line(message(tool_calls=calls))
-                    yield line(message(), True, **final_fields(event.stats))
+                    yield line(message(), _done(event.stats))
         except PiagentError as exc:
             yield _json(ollama_error_body(exc)) + b"\n"
         except Exception:

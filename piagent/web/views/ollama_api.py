@@ -202,19 +202,14 @@ def not_implemented(**path: str) -> Response:
 # Documented once, registered under each of Ollama's routes piagent lacks.
 operation(tag="ollama", replies={}, errors=(501,))(not_implemented)
 UNSUPPORTED = (
-    ("/ollama/api/generate", "POST"),
-    ("/ollama/api/embed", "POST"),
-    ("/ollama/api/embeddings", "POST"),
-    ("/ollama/api/create", "POST"),
-    ("/ollama/api/copy", "POST"),
-    ("/ollama/api/delete", "DELETE"),
-    ("/ollama/api/push", "POST"),
-    ("/ollama/api/blobs/<digest>", "POST"),
+    ("generate", "/ollama/api/generate", "POST"),
+    ("embed", "/ollama/api/embed", "POST"),
+    ("embeddings", "/ollama/api/embeddings", "POST"),
+    ("create", "/ollama/api/create", "POST"),
+    ("copy", "/ollama/api/copy", "POST"),
+    ("delete", "/ollama/api/delete", "DELETE"),
+    ("push", "/ollama/api/push", "POST"),
+    ("blobs", "/ollama/api/blobs/<digest>", "POST"),
 )
-for _path, _method in UNSUPPORTED:
-    bp.add_url_rule(
-        _path,
-        "unsupported_" + _path.rsplit("/", 2)[-1 if "<" not in _path else -2],
-        not_implemented,
-        methods=[_method],
-    )
+for _name, _path, _method in UNSUPPORTED:
+    bp.add_url_rule(_path, f"unsupported_{_name}", not_implemented, methods=[_method])
