@@ -22,10 +22,21 @@ $(VENV)/.bench: $(VENV)/.run
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
+# The `ollama` JavaScript client for tests/test_ollama_js.py, pinned, from the npm
+# registry into .venv/node (never at test time); skipped without npm.
+OLLAMA_JS_VERSION := 0.6.4
+$(VENV)/.node: $(VENV)/.test
+	@if command -v npm >/dev/null; then \
+	  npm install --prefix $(VENV)/node --no-save --no-audit --no-fund \
+	    --loglevel=error ollama@$(OLLAMA_JS_VERSION) && touch $@; \
+	else \
+	  echo "npm not found: the ollama JavaScript client's tests will be skipped"; \
+	fi
+
 run: $(VENV)/.run
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: lint check-config
+test: lint check-config $(VENV)/.node
 	$(BIN)/pytest
 
 lint: $(VENV)/.test

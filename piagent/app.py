@@ -14,6 +14,7 @@ from flask import Flask
 from gevent import monkey
 
 from piagent.agents import Agent, load_agents
+from piagent.catalog import ModelCatalog
 from piagent.chat import ChatService
 from piagent.generation_queue import GenerationQueue
 from piagent.host_queue import HostQueue
@@ -32,6 +33,7 @@ from piagent.settings import Settings
 from piagent.warmup import start_warm_up
 from piagent.web.app import build_app
 from piagent.web.context import Services
+from piagent.web.ollama_schemas import OllamaChatSchema
 from piagent.web.schemas import ChatCompletionSchema, ChatRequestSchema
 
 log = logging.getLogger("piagent")
@@ -74,6 +76,10 @@ def create_app(
         provider=provider,
         memory=memory,
         keys=Keyring(settings, api_keys),
+        ollama_chat_schema=OllamaChatSchema(
+            max_message_chars=settings.max_message_chars
+        ),
+        catalog=ModelCatalog(provider),
     )
     hosts = allowed_hosts(settings)
     app = build_app(services, hosts)

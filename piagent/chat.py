@@ -35,6 +35,7 @@ from piagent.providers import (
     Options,
     Provider,
     Reply,
+    Thought,
     TokenStream,
     ToolOffer,
     Usage,
@@ -211,6 +212,10 @@ class ChatService:
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
 
+    def agent(self, name: str) -> Agent | None:
+        """The agent of that name, or None."""
+        return self._agents.get(name)
+
     def _known(self) -> str:
         return ", ".join(self.agent_names())
 
@@ -273,17 +278,20 @@ class ChatService:
                 f"agents: {self._known()}"
             )
         max_tokens = min(options.max_tokens or self._max_tokens, self._max_tokens)
+        # The window the model server is asked for: CTX_TOKENS, or the
+        # client's num_ctx where the web layer lets it choose.
+        ctx_tokens = options.num_ctx or self._ctx_tokens
         needed = estimate_tokens(agent.system_prompt) + sum(
             estimate_tokens(_text_of(m)) for m in messages
         )
         if tools is not None:
             needed += estimate_tokens(json.dumps(tools.definitions))
-        if needed > self._ctx_tokens - max_tokens:
+        if needed > ctx_tokens - max_tokens:
             raise ContextTooLong(
                 f"the messages need about {needed} tokens, more than the "
-                f"{self._ctx_tokens - max_tokens} that CTX_TOKENS={self._ctx_tokens} "
-                f"leaves beside a reply of {max_tokens}; send fewer or shorter "
-                "messages"
+                f"{ctx_tokens - max_tokens} that a context of {ctx_tokens} tokens "
+                f"(CTX_TOKENS={self._ctx_tokens}) leaves beside a reply of "
+                f"{max_tokens}; send fewer or shorter messages"
             )
         last = messages[-1]["content"] if messages else ""
         return Turn(
@@ -292,7 +300,7 @@ class ChatService:
             last,
             TurnStats(started_at=self._clock()),
             history=tuple(messages),
-            options=Options(temperature=options.temperature, max_tokens=max_tokens),
+            options=replace(options, max_tokens=max_tokens),
             client_tools=tools,
         )
 
@@ -601,6 +609,9 @@ class ChatService:
         stats = turn.stats
         stats.ended_at = self._clock()
         stats.chunks = len(seen)
+        if turn.options is not None and turn.options.stream_thinking:
+            seen = [chunk for chunk in seen if type(chunk) is not Thought]
+            stats.chunks = len(seen)
         stats.reply = "".join(seen)
         replies: str | list[Message] = stats.reply
         if loop is not None:

@@ -464,8 +464,8 @@ class Settings:
     )
     rate_limit_chat: str = setting(
         "30/minute",
-        "Limits on POST /chat and /v1/chat/completions together, per key owner (or "
-        "client address), e.g. 30/minute;500/day; empty: none.",
+        "Limits on POST /chat, /v1/chat/completions and /ollama/api/chat together, "
+        "per key owner (or client address), e.g. 30/minute;500/day; empty: none.",
         rate_limits,
     )
     rate_limit_default: str = setting(
@@ -507,6 +507,18 @@ class Settings:
         600.0,
         "Deadline of one whole generation, first byte to last, in seconds.",
         above(0, "seconds"),
+    )
+    # --- Ollama's own API under /ollama (Home Assistant, the ollama clients) ---
+    ollama_api: bool = setting(
+        True,
+        "Serve Ollama's API under /ollama (each agent a model `<agent>:latest`); "
+        "false: every /ollama path is a 404.",
+    )
+    ollama_api_client_load_options: bool = setting(
+        False,
+        "Let /ollama clients choose options.num_ctx and keep_alive; false: "
+        "CTX_TOKENS and OLLAMA_KEEP_ALIVE are sent whatever they ask, since any "
+        "other value makes Ollama reload the model.",
     )
     # --- Tools: agents that call clock, calculator, http ---
     max_tool_steps: int = setting(

@@ -74,6 +74,13 @@ class FakeHost:
     def warm(self, model):
         pass
 
+    def catalog(self, what, model=None):
+        if not self.reachable:
+            raise ProviderUnreachable(f"{self.host} refused")
+        if what == "show":
+            return {"details": {"on": self.host}} if model in self.listed else {}
+        return {name: {"name": name, "on": self.host} for name in self.listed}
+
 
 def router(*hosts: FakeHost, clock=None, cooldown=5.0, cooldown_max=60.0):
     return HostRouter(
@@ -256,6 +263,22 @@ def test_one_host_is_passed_through_unchanged():
     with pytest.raises(ProviderUnreachable):
         hosts.attempt(A, MODEL, lambda p: p.complete(MODEL, []))
     assert hosts.up(A)  # nothing to route around: never left out
+
+
+def test_the_ollama_catalog_spans_every_host_that_answers():
+    a, b = FakeHost(A, ("m", "shared")), FakeHost(B, ("n", "shared"))
+    hosts = router(a, b)
+    tags = hosts.catalog("tags")
+    assert sorted(tags) == ["m", "n", "shared"]
+    assert tags["shared"]["on"] == A  # the first host's entry, in configured order
+    assert hosts.catalog("show", "n") == {"details": {"on": B}}
+    assert hosts.catalog("show", "absent") == {}
+    a.reachable = False
+    assert sorted(hosts.catalog("tags")) == ["n", "shared"]
+    assert hosts.up(A)  # a listing that fails takes no host down; the probe does
+    b.reachable = False
+    with pytest.raises(ProviderUnreachable):
+        hosts.catalog("ps")
 
 
 # --- Slots per host, one line ---------------------------------------------------

@@ -16,6 +16,7 @@ from piagent.errors import (
     ProviderUnreachable,
     StreamBroken,
 )
+from piagent.providers import Options
 from piagent.providers.chunked import line_batches
 from piagent.providers.ollama import OllamaProvider, keep_alive_value, token_content
 
@@ -254,3 +255,51 @@ def test_a_raw_control_character_in_content_is_still_a_malformed_line():
     responses.post(CHAT, body=bad + "\n" + ndjson(DONE))
     with pytest.raises(ProviderFailed, match="malformed"):
         provider().stream(MODEL, MESSAGES)
+
+
+@responses.activate
+def test_a_clients_options_reach_ollama_where_it_takes_them():
+    responses.post(CHAT, body=ndjson(token("a"), DONE))
+    options = Options(
+        temperature=0.1,
+        max_tokens=50,
+        format={"type": "object"},
+        think="low",
+        num_ctx=4096,
+        keep_alive=-1,
+        top_p=0.9,
+        top_k=20,
+        seed=7,
+        stop=("\n\n",),
+    )
+    provider().complete(MODEL, MESSAGES, options)
+    sent = json.loads(responses.calls[0].request.body)
+    assert sent["options"] == {
+        "temperature": 0.1,
+        "num_ctx": 4096,
+        "num_predict": 50,
+        "top_p": 0.9,
+        "top_k": 20,
+        "seed": 7,
+        "stop": ["\n\n"],
+    }
+    assert sent["format"] == {"type": "object"} and sent["think"] == "low"
+    assert sent["keep_alive"] == -1
+
+
+@responses.activate
+def test_thinking_is_handed_out_only_when_asked_for_and_durations_are_kept():
+    thought = {"model": MODEL, "message": {"role": "assistant", "content": ""}}
+    thought["message"]["thinking"] = "hmm"
+    both = {"model": MODEL, "message": {"role": "assistant", "content": "A"}}
+    both["message"]["thinking"] = "so"
+    timed = {**DONE, "total_duration": 9, "load_duration": 1}
+    timed.update(prompt_eval_duration=2, eval_duration=5)
+    body = ndjson(thought, both, token("B"), timed)
+    responses.post(CHAT, body=body)
+    responses.post(CHAT, body=body)
+    plain = provider().complete(MODEL, MESSAGES)
+    assert (plain.text, plain.thinking) == ("AB", "")
+    thinking = provider().complete(MODEL, MESSAGES, Options(stream_thinking=True))
+    assert (thinking.text, thinking.thinking) == ("AB", "hmmso")
+    assert thinking.usage.durations == (9, 1, 2, 5)

@@ -32,14 +32,44 @@ class Usage:
     reply_tokens: int | None = None
     done_reason: str | None = None
     cached_prompt_tokens: int | None = None
+    # Ollama's own timings of the generation, in nanoseconds (None: not sent):
+    # total_duration, load_duration, prompt_eval_duration, eval_duration.
+    durations: tuple[int | None, int | None, int | None, int | None] | None = None
+
+
+class Thought(str):
+    """A chunk of the model's thinking (Ollama's `message.thinking`, an
+    OpenAI-compatible server's `delta.reasoning_content`), handed out among
+    the text chunks only to a request that asked for it (Options.stream_thinking):
+    a framer that knows no thinking never sees one."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
 class Options:
-    """Per-request sampling asked by a client; None keeps the provider's setting."""
+    """Per-request options asked by a client; None keeps the provider's setting.
+
+    Beyond temperature and max_tokens, the fields an Ollama client may send
+    (/ollama/api/chat): `format` is "json" or a JSON schema; `think` True,
+    False or "low"/"medium"/"high"; `num_ctx` and `keep_alive` change what
+    Ollama loads (the web layer pins them unless clients may choose);
+    `top_p`, `top_k`, `seed` and `stop` are sampling. A provider passes on
+    what its server takes (see each provider). `stream_thinking` asks the
+    stream to hand out the model's thinking as Thought chunks.
+    """
 
     temperature: float | None = None
     max_tokens: int | None = None
+    format: str | dict[str, Any] | None = None
+    think: bool | str | None = None
+    num_ctx: int | None = None
+    keep_alive: int | str | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    stream_thinking: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,8 @@ class Reply:
     # time.monotonic() when the first text arrived, for time-to-first-token.
     first_token_at: float | None = None
     tool_calls: tuple[ToolCall, ...] = field(default=())
+    # The model's thinking, when Options.stream_thinking asked for it.
+    thinking: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,4 +219,11 @@ class Provider(Protocol):
 
     def warm(self, model: str) -> None:
         """Load the model into memory without generating; ProviderError if not."""
+        ...
+
+    def catalog(self, what: str, model: str | None = None) -> Any:
+        """The model server's own description of its models in Ollama's shapes,
+        for /ollama: "tags" ({name: entry of /api/tags}), "ps" ({name: entry
+        of /api/ps}) or "show" (/api/show of `model`, a dict). A server
+        without such an API answers {} ; a failure raises a ProviderError."""
         ...

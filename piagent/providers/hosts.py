@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from piagent.errors import ModelMissing, ProviderError
 from piagent.providers.base import (
@@ -271,6 +271,35 @@ class HostRouter:
         return self._failover(
             model, lambda p: p.complete(model, messages, options, tools)
         )
+
+    def catalog(self, what: str, model: str | None = None) -> Any:
+        """What /ollama lists, over every host: the models any host has
+        ("tags") or holds in memory ("ps"), the first answer of a host that
+        knows `model` ("show"). Hosts that are up are asked first; one that
+        fails is skipped (the probe, not a listing, takes hosts down); a
+        ProviderError only when none answered."""
+        if self.single:
+            return self._only.catalog(what, model)
+        ranked = sorted(self.urls, key=lambda url: not self.up(url))
+        merged: dict[str, Any] = {}
+        failure: ProviderError | None = None
+        answered = False
+        for url in ranked:
+            try:
+                found = self._by_url[url].catalog(what, model)
+            except ProviderError as exc:
+                failure = failure or exc
+                continue
+            answered = True
+            if what == "show":
+                if found:
+                    return found
+                continue
+            for name, entry in (found or {}).items():
+                merged.setdefault(name, entry)
+        if not answered and failure is not None:
+            raise failure
+        return merged
 
     def probe(self, models: Sequence[str]) -> list[str]:
         """Start-up warnings of every host (each names its host)."""

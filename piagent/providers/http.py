@@ -37,6 +37,7 @@ from piagent.providers.base import (
     ChatMessage,
     Options,
     Reply,
+    Thought,
     ToolCall,
     ToolOffer,
     Usage,
@@ -120,20 +121,33 @@ class HttpProvider:
         """Always a stream underneath, so the read timeout bounds each gap between
         bytes and never the length of a whole reply."""
         stream = self.stream(model, messages, options, tools)
+        texts: list[str] = []
+        thoughts: list[str] = []
         try:
-            text = "".join(stream)
+            for chunk in stream:
+                (thoughts if type(chunk) is Thought else texts).append(chunk)
         finally:
             stream.close()
         return Reply(
-            text=text,
+            text="".join(texts),
             model=model,
             usage=stream.usage or Usage(),
             first_token_at=stream.first_token_at,
             tool_calls=tuple(stream.tool_calls),
+            thinking="".join(thoughts),
         )
 
+    def catalog(self, what: str, model: str | None = None) -> Any:
+        """No catalog in Ollama's shapes unless a subclass has one."""
+        return {}
+
     def _open_stream(
-        self, url: str, payload: dict[str, Any], stream_class: type[S], model: str
+        self,
+        url: str,
+        payload: dict[str, Any],
+        stream_class: type[S],
+        model: str,
+        options: Options | None = None,
     ) -> S:
         """POST the request, map an error status, and prime the first token."""
         with self.translate_errors():
@@ -141,6 +155,7 @@ class HttpProvider:
         if response.status_code != 200:
             raise self._status_error(response, model)
         stream = stream_class(self, response, model)
+        stream.stream_thinking = options is not None and options.stream_thinking
         stream.prime()
         return stream
 
@@ -260,6 +275,10 @@ class LineStream:
         self.first_token_at: float | None = None
         self._first: list[str] | None = None
         self._done = False
+        # Thinking is handed out (as Thought chunks) only when asked for; a
+        # line's text that came after its thinking waits here for one step.
+        self.stream_thinking = False
+        self._after = ""
         self._batches: Generator[list[str], None, None] = self._read_batches()
 
     def prime(self) -> None:
@@ -316,6 +335,9 @@ class LineStream:
                 if not self.started:  # prime() sets it once this is taken
                     yield texts
                     texts = []
+            if self._after:
+                texts.append(self._after)
+                self._after = ""
         if texts:
             yield texts
 

@@ -21,13 +21,14 @@ from piagent.providers.base import (
     ModelState,
     Options,
     Readiness,
+    Thought,
     ToolCall,
     ToolOffer,
     Usage,
     new_call_id,
 )
 from piagent.providers.counts import count
-from piagent.providers.http import HttpProvider, LineStream
+from piagent.providers.http import READY_TIMEOUT, HttpProvider, LineStream
 
 log = logging.getLogger("piagent")
 
@@ -94,19 +95,58 @@ class OllamaProvider(HttpProvider):
         }
         if options is not None:
             payload["options"] = self._merged(options)
+            if options.keep_alive is not None:
+                payload["keep_alive"] = options.keep_alive
+            if options.format is not None:
+                payload["format"] = options.format
+            if options.think is not None:
+                payload["think"] = options.think
         # Ollama has no tool_choice: "none" is honoured by offering no tools,
         # anything else leaves the choice to the model.
         if tools is not None and tools.definitions and tools.choice != "none":
             payload["tools"] = list(tools.definitions)
-        return self._open_stream(self._chat_url, payload, OllamaStream, model)
+        return self._open_stream(self._chat_url, payload, OllamaStream, model, options)
 
     def _merged(self, options: Options) -> dict[str, Any]:
         merged = dict(self._options)
-        if options.temperature is not None:
-            merged["temperature"] = options.temperature
-        if options.max_tokens is not None:
-            merged["num_predict"] = options.max_tokens
+        for name, value in (
+            ("temperature", options.temperature),
+            ("num_predict", options.max_tokens),
+            ("num_ctx", options.num_ctx),
+            ("top_p", options.top_p),
+            ("top_k", options.top_k),
+            ("seed", options.seed),
+        ):
+            if value is not None:
+                merged[name] = value
+        if options.stop is not None:
+            merged["stop"] = list(options.stop)
         return merged
+
+    def catalog(self, what: str, model: str | None = None) -> Any:
+        """/api/tags or /api/ps by model name, or /api/show of `model`."""
+        if what == "show":
+            with self.translate_errors():
+                response = self._session.post(
+                    self.host + "/api/show",
+                    data=json.dumps({"model": model}).encode(),
+                    headers={"Content-Type": "application/json"},
+                    timeout=(self._timeouts[0], READY_TIMEOUT),
+                )
+            with response:
+                if response.status_code != 200:
+                    raise self._status_error(response, model or "")
+                return _json_object(response, "/api/show", self.host)
+        response = self._get(f"/api/{what}")
+        with response:
+            if response.status_code != 200:
+                raise self._status_error(response, model or "")
+            listed = _json_object(response, f"/api/{what}", self.host).get("models")
+        return {
+            item["name"]: item
+            for item in listed or []
+            if isinstance(item, dict) and isinstance(item.get("name"), str)
+        }
 
     def readiness(self, models: Sequence[str]) -> Readiness:
         wanted = sorted(set(models))
@@ -215,6 +255,11 @@ class OllamaStream(LineStream):
         content = message.get("content", "") if isinstance(message, dict) else ""
         if not isinstance(content, str):
             raise self._failure(_malformed(line))
+        if self.stream_thinking and isinstance(message, dict):
+            thinking = message.get("thinking")
+            if isinstance(thinking, str) and thinking:
+                # Thinking comes first; text of the same line after it.
+                content, self._after = Thought(thinking), content
         if isinstance(message, dict) and message.get("tool_calls"):
             calls = tool_calls(message["tool_calls"])
             if calls is None:
@@ -228,6 +273,12 @@ class OllamaStream(LineStream):
                 reply_tokens=item.get("eval_count"),
                 done_reason=item.get("done_reason"),
                 cached_prompt_tokens=count(item.get("prompt_eval_cached_count")),
+                durations=(
+                    count(item.get("total_duration")),
+                    count(item.get("load_duration")),
+                    count(item.get("prompt_eval_duration")),
+                    count(item.get("eval_duration")),
+                ),
             )
             return content, True
         return content, False
@@ -326,6 +377,16 @@ def token_content(line: str) -> str | None:
     if line[end:].rstrip(_JSON_SPACE) != _TOKEN_TAIL:
         return None
     return content
+
+
+def _json_object(response: requests.Response, path: str, host: str) -> dict[str, Any]:
+    try:
+        item = response.json()
+    except ValueError:
+        item = None
+    if not isinstance(item, dict):
+        raise ProviderFailed(f"Ollama at {host} sent an unexpected answer on {path}")
+    return item
 
 
 def _listed(model: str, names: set[str]) -> bool:

@@ -20,6 +20,7 @@ from piagent.providers.base import (
     ModelState,
     Options,
     Readiness,
+    Thought,
     ToolCall,
     ToolOffer,
     new_call_id,
@@ -75,17 +76,15 @@ class OpenAIProvider(HttpProvider):
             "stream_options": {"include_usage": True},
             **self._defaults,
         }
-        if options is not None and options.temperature is not None:
-            payload["temperature"] = options.temperature
-        if options is not None and options.max_tokens is not None:
-            payload["max_tokens"] = options.max_tokens
+        if options is not None:
+            payload.update(openai_options(options))
         if tools is not None and tools.definitions:
             payload["tools"] = list(tools.definitions)
             if tools.choice is not None:
                 payload["tool_choice"] = tools.choice
             if tools.parallel is not None:
                 payload["parallel_tool_calls"] = tools.parallel
-        return self._open_stream(self._chat_url, payload, OpenAIStream, model)
+        return self._open_stream(self._chat_url, payload, OpenAIStream, model, options)
 
     def models(self) -> set[str]:
         """The ids GET /models lists (a short timeout: /ready and start-up use it)."""
@@ -228,6 +227,10 @@ class OpenAIStream(LineStream):
         content = delta.get("content") or ""
         if not isinstance(content, str):
             raise self._malformed(line)
+        if self.stream_thinking:
+            reasoning = delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                content, self._after = Thought(reasoning), content
         if delta.get("tool_calls") and not self._calls.add(delta["tool_calls"]):
             raise self._malformed(line)
         if isinstance(choice.get("finish_reason"), str):
@@ -239,6 +242,34 @@ class OpenAIStream(LineStream):
             f"malformed line from {self._provider.label} ({len(line)} bytes, "
             "not a chat chunk)"
         )
+
+
+def openai_options(options: Options) -> dict[str, Any]:
+    """The request fields of a client's options that OpenAI's API has.
+
+    `format` becomes `response_format`: "json" is `json_object`, a schema is
+    `json_schema` (strict, named "reply"). Ollama's `think`, `num_ctx`,
+    `keep_alive` and `top_k` have no counterpart there and are not sent.
+    """
+    fields: dict[str, Any] = {}
+    for name, value in (
+        ("temperature", options.temperature),
+        ("max_tokens", options.max_tokens),
+        ("top_p", options.top_p),
+        ("seed", options.seed),
+    ):
+        if value is not None:
+            fields[name] = value
+    if options.stop is not None:
+        fields["stop"] = list(options.stop)
+    if options.format == "json":
+        fields["response_format"] = {"type": "json_object"}
+    elif isinstance(options.format, dict):
+        fields["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "reply", "schema": options.format, "strict": True},
+        }
+    return fields
 
 
 class CallAssembler:

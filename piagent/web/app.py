@@ -17,6 +17,8 @@ from piagent.web.views import (
     conversations,
     health,
     metrics,
+    ollama_api,
+    ollama_chat,
     openai_chat,
     openai_models,
     page,
@@ -32,6 +34,8 @@ VIEWS = (
     conversations,
     openai_chat,
     openai_models,
+    ollama_chat,
+    ollama_api,
     page,
     api_docs,
     metrics,
@@ -68,6 +72,10 @@ def build_app(services: Services, hosts: AllowedHosts) -> Flask:
     if settings.metrics:
         metrics.install_metrics(app, services)
     install_guards(
-        app, settings, services.keys, hosts, generating=[chat.bp, openai_chat.bp]
+        app,
+        settings,
+        services.keys,
+        hosts,
+        generating=[chat.bp, openai_chat.bp, ollama_chat.bp],
     )
     return app

@@ -11,8 +11,11 @@ from gunicorn.http.errors import ParseException
 from piagent.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 
-def read_json_object(limit: int) -> dict[str, Any]:
+def read_json_object(limit: int, any_media_type: bool = False) -> dict[str, Any]:
     """The body as a dict, or the 4xx that says what is wrong with it.
+
+    `any_media_type` reads JSON whatever the Content-Type says, as Ollama
+    does (its documented curl examples send none).
 
     The limit is enforced on the bytes read, not only on Content-Length: a
     chunked body has none, and Flask would silently cut it short instead.
@@ -20,7 +23,7 @@ def read_json_object(limit: int) -> dict[str, Any]:
     too_large = PayloadTooLarge(f"request body is larger than {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    if request.mimetype != "application/json":
+    if not any_media_type and request.mimetype != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
     try:
         raw = request.stream.read(limit + 1)

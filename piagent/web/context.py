@@ -7,12 +7,14 @@ from typing import cast
 
 from flask import current_app
 
+from piagent.catalog import ModelCatalog
 from piagent.chat import ChatService
 from piagent.generation_queue import GenerationQueue
 from piagent.keys import Keyring
 from piagent.memory import MemoryStore
 from piagent.providers import Provider
 from piagent.settings import Settings
+from piagent.web.ollama_schemas import OllamaChatSchema
 from piagent.web.schemas import ChatCompletionSchema, ChatRequestSchema
 
 EXTENSION = "piagent"
@@ -32,6 +34,9 @@ class Services:
     provider: Provider
     memory: MemoryStore | None
     keys: Keyring
+    # /ollama: its chat body's schema, and the model server's model catalog.
+    ollama_chat_schema: OllamaChatSchema
+    catalog: ModelCatalog
     # The generation slots; /ready asks a shared one whether Redis answers.
     slots: GenerationQueue | None = None
 

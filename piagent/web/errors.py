@@ -1,10 +1,11 @@
 """The one place where an exception becomes a status and a JSON body.
 
-Two dialects of the same mapping: `{"detail": ...}` everywhere, and under /v1/
+Three dialects of the same mapping: `{"detail": ...}` everywhere; under /v1/
 OpenAI's `{"error": {"message", "type", "param", "code"}}`, where every other
-4xx a client can fix is a 400, as OpenAI's clients expect (OPENAI_KINDS below).
-A stream that already sent its 200 reports a failure as an event built from
-`stream_error()` or `openai_error_body()`.
+4xx a client can fix is a 400, as OpenAI's clients expect (OPENAI_KINDS below);
+under /ollama Ollama's `{"error": "..."}`, where a 422 is Ollama's 400. A stream
+that already sent its 200 reports a failure as an event built from
+`stream_error()`, `openai_error_body()` or `ollama_error_body()`.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ OPENAI_KINDS: dict[type[PiagentError], tuple[OpenAIType, OpenAICode | None]] = {
 # Statuses OpenAI's clients know by name; any other 4xx becomes a 400 there.
 OPENAI_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 429, 499})
 OPENAI_PREFIX = "/v1/"
+OLLAMA_PREFIX = "/ollama"
 
 
 def json_response(
@@ -152,6 +154,24 @@ def openai_status(status: int) -> int:
     return status if status >= 500 or status in OPENAI_STATUSES else 400
 
 
+def ollama_status(status: int) -> int:
+    """Ollama answers a request it cannot take with a 400, never a 422."""
+    return 400 if status == 422 else status
+
+
+def ollama_error_body(exc: PiagentError) -> dict[str, str]:
+    """Ollama's error object, for an answer or the last line of a stream."""
+    return {"error": _message_and_param(exc.detail)[0]}
+
+
+def is_ollama_path(path: str) -> bool:
+    return path == OLLAMA_PREFIX or path.startswith(OLLAMA_PREFIX + "/")
+
+
+def _ollama_dialect() -> bool:
+    return has_request_context() and is_ollama_path(request.path)
+
+
 def _openai_dialect() -> bool:
     return has_request_context() and request.path.startswith(OPENAI_PREFIX)
 
@@ -167,6 +187,9 @@ def _piagent_error(exc: PiagentError) -> Response:
         log.warning("%s: %s", type(exc).__name__, exc.detail)
     if _openai_dialect():
         return _openai_response(exc.status, openai_error_body(exc), exc.headers)
+    if _ollama_dialect():
+        body = ollama_error_body(exc)
+        return json_response(ollama_status(exc.status), body, exc.headers)
     return error_response(exc.status, exc.detail, exc.headers)
 
 
@@ -185,6 +208,10 @@ def _http_error(exc: HTTPException) -> Response:
             detail = f"Invalid URL ({request.method} {request.path})"
         body = openai_error_body(message=detail, kind=kind, code=code)
         return _openai_response(status, body, headers)
+    if _ollama_dialect():
+        if status == 404:
+            detail = "404 page not found"  # what Ollama's router answers
+        return json_response(ollama_status(status), {"error": str(detail)}, headers)
     return error_response(status, detail, headers)
 
 
@@ -192,6 +219,8 @@ def _unexpected_error(exc: Exception) -> Response:
     log.exception("unexpected error")
     if _openai_dialect():
         return _openai_response(500, openai_error_body(message="internal server error"))
+    if _ollama_dialect():
+        return json_response(500, {"error": "internal server error"})
     return error_response(500, "internal server error")
 
 

@@ -18,10 +18,16 @@ from flask import Flask
 from marshmallow import Schema, fields, validate
 
 from piagent import __version__
+from piagent.web import ollama_replies
 from piagent.web import reply_schemas as replies
 from piagent.web.apidoc import CONVERSATION_ID, RETRY_AFTER, Operation, described
 from piagent.web.context import EXTENSION
-from piagent.web.errors import OPENAI_PREFIX, openai_status
+from piagent.web.errors import (
+    OPENAI_PREFIX,
+    is_ollama_path,
+    ollama_status,
+    openai_status,
+)
 from piagent.web.guards.auth import is_public_view
 from piagent.web.guards.origin import SAFE_METHODS
 from piagent.web.guards.rate_limits import is_unlimited_view
@@ -35,7 +41,7 @@ RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 ERRORS = {
     400: "The Host header names a host not in ALLOWED_HOSTS; or the body is not "
     "valid JSON, not a JSON object, not valid Unicode, or was cut short. Under /v1 "
-    "also every other request a client can fix.",
+    "and /ollama also every other request a client can fix.",
     401: "API keys are configured and the request has none or a wrong one.",
     403: "The request's Origin is another site's: neither this server's own origin "
     "nor in CORS_ORIGINS.",
@@ -47,6 +53,7 @@ ERRORS = {
     502: "The model server is unreachable, lacks the model, or failed.",
     503: "Memory is unavailable, too many generations wait, or the model server "
     "is busy; Retry-After says when to try again.",
+    501: "Not offered by piagent (Ollama's model management and raw generation).",
     504: "The model server sent nothing within MODEL_TIMEOUT, or the generation "
     "outlived MAX_GENERATION_SECONDS.",
 }
@@ -106,7 +113,7 @@ DESCRIPTION = """A small HTTP agent server in front of a local model (Ollama or 
 OpenAI-compatible server). Every endpoint except the public ones (/health, the chat
 page, this document) needs an API key when keys are configured, sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are JSON `{"detail"}`
-(OpenAI's `{"error"}` under /v1)."""
+(OpenAI's `{"error"}` under /v1, Ollama's `{"error"}` under /ollama)."""
 
 
 def _python_pattern_to_ecma(
@@ -161,6 +168,9 @@ def build_document(app: Flask) -> dict[str, Any]:
         replies.StreamErrorEventSchema,
         replies.ChatCompletionChunkSchema,
         replies.OpenAIErrorSchema,
+        ollama_replies.OllamaChatResponseSchema,
+        ollama_replies.OllamaErrorSchema,
+        ollama_replies.OllamaStatusSchema,
     ):
         spec.components.schema(_schema_name(schema), schema=schema)
     found = app.extensions[EXTENSION]
@@ -211,6 +221,7 @@ def _operation(
     unlimited: bool = False,
 ) -> dict[str, Any]:
     openai = path.startswith(OPENAI_PREFIX)
+    ollama = is_ollama_path(path)
     operation: dict[str, Any] = {
         "tags": [record.tag],
         "summary": record.summary,
@@ -250,11 +261,14 @@ def _operation(
         errors |= {401} if unlimited else {401, 429}
     if openai:
         errors = {openai_status(status) for status in errors}
+    if ollama:
+        errors = {ollama_status(status) for status in errors}
     for status in sorted(errors):
         # Headers such as X-Conversation-Id come once the body was read, so
         # on the view's own errors, not on the guards' or the body reader's.
         extra = record.error_headers if status in record.errors else ()
-        operation["responses"][str(status)] = _error(status, extra + limited, openai)
+        dialect = "openai" if openai else "ollama" if ollama else ""
+        operation["responses"][str(status)] = _error(status, extra + limited, dialect)
     return operation
 
 
@@ -283,10 +297,12 @@ def _reply(reply: Any, limited: tuple[str, ...]) -> dict[str, Any]:
     return answer
 
 
-def _error(status: int, extra: tuple[str, ...], openai: bool) -> dict[str, Any]:
+def _error(status: int, extra: tuple[str, ...], dialect: str) -> dict[str, Any]:
     schema: type[Schema] = replies.ErrorSchema
-    if openai:
+    if dialect == "openai":
         schema = replies.OpenAIErrorSchema
+    elif dialect == "ollama":
+        schema = ollama_replies.OllamaErrorSchema
     elif status == 422:
         schema = replies.ValidationErrorSchema
     return {

@@ -362,10 +362,12 @@ def load_or_422(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _locate(messages: Any, loc: tuple[str, ...] = ("body",)) -> list[dict[str, Any]]:
     if isinstance(messages, dict):
+        # A nested object of the wrong type is reported under marshmallow's
+        # "_schema": the field itself is the place to name.
         return [
             item
             for key, value in messages.items()
-            for item in _locate(value, (*loc, str(key)))
+            for item in _locate(value, loc if key == SCHEMA else (*loc, str(key)))
         ]
     if isinstance(messages, list):
         return [{"loc": list(loc), "msg": str(message)} for message in messages]

@@ -19,6 +19,7 @@ Chat prompts go through a deterministic prompt-cache model (bench.prefix_cache,
 one slot): the final line reports the whole prompt as prompt_eval_count and the
 reused part as prompt_eval_cached_count, as Ollama 0.30+ does, and
 `prompt_cost` delays the first token per token the model had to read.
+POST /api/show answers a few of Ollama's fields for a listed model.
 Order on POST /api/chat and /api/generate: the body is read and recorded, then
 drop_before, hang, first_delay, 400 (bad body / no model), 404 (unknown model),
 status_400/500/503, load-only requests, then the reply with any mid-stream fault.
@@ -68,6 +69,8 @@ class Step:
     calls: list[dict[str, Any]] = field(default_factory=list)
     fault: str | None = None
     first_delay: float = 0.0
+    # Thinking chunks, sent before the text as lines with `message.thinking`.
+    thinking: list[str] = field(default_factory=list)
 
 
 CHAT_PATHS = ("/api/chat", "/v1/chat/completions")
@@ -126,11 +129,38 @@ def _now(delta: float = 0.0) -> str:
     return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+DETAILS = {
+    "parent_model": "",
+    "format": "gguf",
+    "family": "qwen2",
+    "families": ["qwen2"],
+    "parameter_size": "3.1B",
+    "quantization_level": "Q4_K_M",
+}
+
+
 def _model_info(name: str, **extra: Any) -> dict[str, Any]:
     digest = hashlib.sha256(name.encode()).hexdigest()
     info = {"name": name, "model": name, "modified_at": "2025-01-01T00:00:00Z"}
-    info.update(size=1, digest=digest, details={"format": "gguf"}, **extra)
+    info.update(size=1929912432, digest=digest, details=dict(DETAILS), **extra)
     return info
+
+
+def _shown(name: str) -> dict[str, Any]:
+    """/api/show of a model, shaped as Ollama's (a few of its fields)."""
+    return {
+        "modelfile": f"FROM {name}\n",
+        "parameters": 'stop "<|im_end|>"',
+        "template": "{{ .System }}{{ .Prompt }}",
+        "details": dict(DETAILS),
+        "model_info": {
+            "general.architecture": "qwen2",
+            "general.parameter_count": 3085938688,
+            "qwen2.context_length": 32768,
+        },
+        "capabilities": ["completion", "tools"],
+        "modified_at": "2025-01-01T00:00:00Z",
+    }
 
 
 class _Server(ThreadingHTTPServer):
@@ -308,6 +338,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, b: Behaviour) -> None:
         t0 = time.monotonic_ns()
         raw, req = self._read_request()
+        if self.path == "/api/show" and isinstance(req, dict):
+            name = req.get("model") or req.get("name")
+            if name in b.models:
+                return self._send(200, _dumps(_shown(name)))
+            return self._error(404, f"model '{name}' not found")
         if self.path not in ("/api/chat", "/api/generate"):
             return self._send(404, b"404 page not found", "text/plain")
         if b.fault == "drop_before":
@@ -392,7 +427,12 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "malformed_line":
                 return self._send(200, MALFORMED_LINE.rstrip())
             self._sent = len(tokens)
-            return self._send(200, final("".join(tokens)))
+            whole = json.loads(final("".join(tokens)))
+            if step is not None and step.thinking:
+                whole["message"]["thinking"] = "".join(step.thinking)
+            if calls:
+                whole["message"]["tool_calls"] = calls
+            return self._send(200, _dumps(whole))
 
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
@@ -402,6 +442,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "error_first":
             self._chunk(_dumps({"error": RUN_ERROR}) + b"\n")
             return self._chunk(b"")
+        for thought in step.thinking if step is not None else ():
+            thinking = line("", done=False)
+            thinking["message"]["thinking"] = thought
+            self._chunk(_dumps(thinking) + b"\n")
         for token in tokens[: b.fault_after] if fault in MID_FAULTS else tokens:
             self._pause(b.delay if self._sent else 0.0)
             self._chunk(_dumps(line(token, done=False)) + b"\n")

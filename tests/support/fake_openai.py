@@ -23,7 +23,8 @@ With `api_key` set, requests without `Authorization: Bearer <key>` get a 401.
 Scripted replies (`behaviour.script`, as for the fake Ollama): a step's calls
 stream as OpenAI does, after its text: a first delta per call with its index,
 id, type and name, then its arguments in pieces of a few characters, then
-`finish_reason: "tool_calls"`.
+`finish_reason: "tool_calls"`. A step's thinking comes first, as llama-server
+sends it: deltas with `reasoning_content`.
 """
 
 import json
@@ -147,6 +148,8 @@ class _OpenAIHandler(_Handler):
             self._event(_error_body(RUN_ERROR, "server_error"))
             return self._chunk(b"")
         self._event(chunk({"role": "assistant", "content": None}))
+        for thought in step.thinking if step is not None else ():
+            self._event(chunk({"reasoning_content": thought}))
         for token in tokens[: b.fault_after] if fault in MID_FAULTS else tokens:
             self._pause(b.delay if self._sent else 0.0)
             self._event(chunk({"content": token}))

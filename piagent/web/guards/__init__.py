@@ -44,9 +44,9 @@ def install_guards(
        after_request functions in reverse), so its headers go on every answer,
        400s, 401s and 429s included, and browser code can read them.
 
-    `generating` are the blueprints that talk to the model (/chat, /v1 chat),
-    which share RATE_LIMIT_CHAT. Install after the request log, whose
-    before_request must give even a refused request its id.
+    `generating` are the blueprints that talk to the model (/chat, /v1 and
+    /ollama chat), which share RATE_LIMIT_CHAT. Install after the request log,
+    whose before_request must give even a refused request its id.
     """
     # Flask's documented way to add WSGI middleware, which mypy reads as
     # replacing a method.

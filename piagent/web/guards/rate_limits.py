@@ -54,8 +54,8 @@ def install_rate_limits(
     keyring: Keyring,
     generating: Iterable[Blueprint],
 ) -> Limiter | None:
-    """RATE_LIMIT_CHAT on the generating blueprints (/chat and
-    /v1/chat/completions, one budget for both), RATE_LIMIT_DEFAULT on the rest
+    """RATE_LIMIT_CHAT on the generating blueprints (/chat, /v1/chat/completions
+    and /ollama/api/chat, one budget for all), RATE_LIMIT_DEFAULT on the rest
     except @public views (/health, the chat page, the API docs) and CORS
     preflights, which are never limited.
 
