@@ -9,12 +9,17 @@ and tokens when its response is closed (a stream at its end).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Flask, Response, g, request
 
 from piagent.settings import Settings
 from piagent.web.apidoc import Reply, operation
 from piagent.web.context import Services, services
 from piagent.web.guards.rate_limits import unlimited
+
+if TYPE_CHECKING:  # imported on use: prometheus_client only with METRICS=true
+    from piagent.metrics import Metrics
 
 bp = Blueprint("metrics", __name__)
 
@@ -41,15 +46,19 @@ def scrape() -> Response:
     """Prometheus metrics of every worker, as one set."""
     from piagent.metrics import metrics
 
-    found = services()
     kept = metrics()
+    count_stored(services(), kept)
+    body, content_type = kept.render(request.headers.get("Accept"))
+    return Response(body, content_type=content_type)
+
+
+def count_stored(found: Services, kept: Metrics) -> None:
+    """Set the stored-conversations gauge from this worker's memory."""
     if found.memory is not None:
         try:
             kept.stored(len(found.memory))
         except Exception:  # noqa: BLE001 - a scrape must answer; the gauge waits
             pass
-    body, content_type = kept.render(request.headers.get("Accept"))
-    return Response(body, content_type=content_type)
 
 
 def install_metrics(app: Flask, found: Services) -> None:
@@ -59,6 +68,7 @@ def install_metrics(app: Flask, found: Services) -> None:
 
     kept = metrics()
     found.chat.observe(kept.queue, kept.host, kept.upstream_error)
+    local_memory = found.settings.memory_backend == "memory"
 
     @app.after_request
     def count(response: Response) -> Response:
@@ -71,6 +81,10 @@ def install_metrics(app: Flask, found: Services) -> None:
             def finished() -> None:
                 stats = turn.stats
                 kept.turn(turn.agent.model, stats)
+                if local_memory and not turn.stateless:
+                    # Each worker's own count, so the gauge's max over the
+                    # workers holds whichever worker answers the scrape.
+                    count_stored(found, kept)
                 if stats.upstream_error and stats.first_token_at is not None:
                     kept.upstream_error(stats.upstream_error)
 
