@@ -24,9 +24,10 @@ from piagent.errors import (
 from piagent.generation_queue import Route
 from piagent.host_queue import HostQueue
 from piagent.providers import Readiness, Reply, Usage
-from piagent.providers.base import ModelState
+from piagent.providers.base import ModelState, ToolCall
 from piagent.providers.hosts import HostRouter, host_failure, weight
 from piagent.settings import Settings, SettingsError
+from piagent.tools import build_toolbox
 
 A, B, C = "http://a:11434", "http://b:11434", "http://c:11434"
 MODEL = "m"
@@ -459,3 +460,68 @@ def test_only_one_retry_when_both_hosts_fail():
     with pytest.raises(ProviderUnreachable, match="b refused"):
         chat.reply(chat.start("hi", "general", key_on(hosts, A)))
     assert (a.calls, b.calls) == (1, 1)
+
+
+class ToolStream:
+    """A tool agent's round: text chunks, then the calls the model made."""
+
+    def __init__(self, tokens, calls=()):
+        self.model, self.usage, self.first_token_at = MODEL, None, None
+        self._tokens, self.tool_calls = tokens, list(calls)
+
+    def __iter__(self):
+        return iter(self._tokens)
+
+    def batches(self):
+        return ([token] for token in self._tokens)
+
+    def close(self):
+        pass
+
+
+class ToolHost(FakeHost):
+    """A host whose streams play `rounds`: a clock call, then text."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.rounds = [
+            ToolStream([], [ToolCall("call_1", "clock", "{}")]),
+            ToolStream([f"from {host}"]),
+        ]
+        self.fail_on: int | None = None
+
+    def stream(self, model, messages, options=None, tools=None):
+        self.calls += 1
+        if self.error is not None or self.fail_on == self.calls:
+            raise self.error or ProviderUnreachable(f"{self.host} refused")
+        return self.rounds[self.calls - 1]
+
+
+def tool_chat(hosts: HostRouter) -> ChatService:
+    settings = Settings(ollama_host=f"{A},{B}", enable_memory=False)
+    tools = build_toolbox(["clock"], {}, environ=lambda _: None)
+    agent = Agent("general", "be brief", MODEL, tools)
+    queue = HostQueue([A, B], 1, 4, 60.0, poll_seconds=0.01)
+    return ChatService(settings, {"general": agent}, hosts, None, queue)
+
+
+def test_a_tool_agents_first_round_moves_off_a_failed_host():
+    a, b = ToolHost(A), ToolHost(B)
+    hosts = router(a, b)
+    chat = tool_chat(hosts)
+    a.error = ProviderUnreachable("refused")
+    turn = chat.start("what time is it", "general", key_on(hosts, A))
+    assert chat.reply(turn).text == f"from {B}"
+    assert (a.calls, b.calls) == (1, 2)  # both of the turn's rounds on B
+    assert not hosts.up(A)
+
+
+def test_a_tool_agents_later_round_stays_on_its_host():
+    """The client may have seen the first round's events: no move after it."""
+    a, b = ToolHost(A), ToolHost(B)
+    hosts = router(a, b)
+    chat = tool_chat(hosts)
+    a.fail_on = 2
+    with pytest.raises(ProviderUnreachable):
+        chat.reply(chat.start("what time is it", "general", key_on(hosts, A)))
+    assert (a.calls, b.calls) == (2, 0)
