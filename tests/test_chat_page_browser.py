@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.browser import Browser
-from tests.support.fake_ollama import Behaviour
+from tests.support.fake_ollama import Behaviour, Step
 
 KEY = "page-test-key-0123456789"
 REPLIES = "//*[@role='log']//div[contains(@class,'assistant')]/div[@class='body']"
@@ -110,6 +110,34 @@ def test_stop_keeps_the_partial_reply_and_closes_the_upstream(browser, page, oll
     assert replies(browser)[0] == kept and "t2" in kept and "t59" not in kept
     assert any("Stopped" in note for note in notes(browser))
     assert browser.button("Send").is_enabled()
+
+
+def test_a_tool_agents_conversation_reopens_with_what_was_said_only(
+    browser, start_server, ollama, tool_env
+):
+    """The calls and their results are stored, but the page shows the
+    person's words and the agent's text, live and reopened alike."""
+    server = start_server(**tool_env)
+    browser.open(server.url + "/")
+    agents_loaded(browser)
+    browser.js(
+        "const s = document.getElementById('agent'); s.value = 'helper';"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    ollama.behaviour = Behaviour(
+        script=[Step(calls=[{"name": "clock", "arguments": {}}]), Step(["It is noon."])]
+    )
+    type_message(browser, "what time is it?")
+    assert wait_reply_done(browser) == "It is noon."
+    browser.reload()
+    agents_loaded(browser)
+    browser.button("what time is it?").click()
+    browser.wait(lambda: replies(browser) == ["It is noon."], 5, "reopened")
+    browser.wait(
+        lambda: browser.labelled("Agent").get_attribute("value") == "helper",
+        5,
+        "the conversation's agent",
+    )
 
 
 def test_a_reload_lists_the_conversation_and_reopens_it(browser, page, ollama):

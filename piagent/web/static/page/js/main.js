@@ -109,6 +109,13 @@ async function withKey(action) {
 
 // --- The transcript ---------------------------------------------------------
 
+// What the person and the agent said: a tool agent's calls and their results
+// (assistant messages without text, "tool" messages) are its work, not the
+// conversation's text, and are not shown live either.
+function said(m) {
+  return m.role === "user" || (m.role === "assistant" && m.content !== "");
+}
+
 function addMessage(role, text) {
   ui.empty.hidden = true;
   const box = document.createElement("div");
@@ -277,7 +284,7 @@ async function reopen(item) {
       ui.agent.value = item.agent;
     }
     clearTranscript();
-    for (const m of found.messages) addMessage(m.role === "user" ? "user" : "assistant", m.content);
+    for (const m of found.messages.filter(said)) addMessage(m.role, m.content);
     renderList();
     ui.message.focus();
   } catch (error) {
