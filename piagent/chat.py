@@ -488,7 +488,6 @@ class ChatService:
             open_next,
             upstream,
             self._ping_seconds,
-            [],
         )
 
     def stream(

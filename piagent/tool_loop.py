@@ -87,10 +87,9 @@ class ToolLoop:
         open_next: Callable[[list[ChatMessage]], Upstream],
         upstream: Upstream,
         ping_seconds: float,
-        seen: list[str],
     ) -> None:
         """`open_next` starts the next model call (with pings, it may still be
-        priming in the background); `upstream` is the first, already started;
+        priming in the background); `upstream` is the first, already started.
         `seen` collects the text relayed, every round's."""
         self._toolbox = toolbox
         self._max_steps = max_steps
@@ -100,7 +99,7 @@ class ToolLoop:
         self._open_next = open_next
         self.upstream = upstream
         self._ping_seconds = ping_seconds
-        self.seen = seen
+        self.seen: list[str] = []
         self.ending = Ending.OK
         self.exchange: list[Message] = []
         self._texts: list[str] = []  # this round's text so far

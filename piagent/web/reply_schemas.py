@@ -55,35 +55,6 @@ def _seconds(description: str) -> fields.Float:
     return fields.Float(required=True, metadata={"description": description})
 
 
-class ToolCallRecordSchema(Schema):
-    id = _text("The call's id.")
-    name = _text("The tool.")
-    arguments = _arguments()
-    result = _text(
-        "The start of the result the model read (200 characters at most); "
-        'a failure is {"error": "..."}.'
-    )
-    error = fields.Boolean(
-        required=True, metadata={"description": "Whether the call failed."}
-    )
-    duration_s = _seconds("How long the tool took.")
-
-
-class ChatReplySchema(Schema):
-    reply = _text("The model's whole reply (with tools: the text of every round).")
-    conversation_id = _text("Pass it back to continue the conversation.")
-    model = _text("The model that answered.")
-    provider = _text("ollama or openai.")
-    usage = fields.Nested(UsageSchema, required=True)
-    tool_calls = fields.List(
-        fields.Nested(ToolCallRecordSchema),
-        metadata={
-            "description": "Only for an agent with tools: the calls this turn ran, "
-            "in order (empty if none)."
-        },
-    )
-
-
 class TokenEventSchema(Schema):
     text = _text("The next piece of the reply.")
 
@@ -114,17 +85,34 @@ class DoneEventSchema(Schema):
     usage = fields.Nested(UsageSchema, required=True)
 
 
+class ToolCallRecordSchema(ToolResultEventSchema):
+    """A call of the JSON reply's `tool_calls`: the result event, with the
+    call's arguments."""
+
+    id = _text("The call's id.")
+    arguments = _arguments()
+
+
+class ChatReplySchema(Schema):
+    reply = _text("The model's whole reply (with tools: the text of every round).")
+    conversation_id = _text("Pass it back to continue the conversation.")
+    model = _text("The model that answered.")
+    provider = _text("ollama or openai.")
+    usage = fields.Nested(UsageSchema, required=True)
+    tool_calls = fields.List(
+        fields.Nested(ToolCallRecordSchema),
+        metadata={
+            "description": "Only for an agent with tools: the calls this turn ran, "
+            "in order (empty if none)."
+        },
+    )
+
+
 class StreamErrorEventSchema(Schema):
     status = fields.Integer(
         required=True, metadata={"description": "The status it would have had."}
     )
     detail = _text("What went wrong.")
-
-
-class StoredToolCallSchema(Schema):
-    id = _text("The call's id.")
-    name = _text("The tool.")
-    arguments = _arguments()
 
 
 class MessageSchema(Schema):
@@ -133,7 +121,7 @@ class MessageSchema(Schema):
     )
     content = fields.String(required=True)
     tool_calls = fields.List(
-        fields.Nested(StoredToolCallSchema),
+        fields.Nested(ToolCallEventSchema),
         metadata={"description": "An assistant message's tool calls, if it made any."},
     )
     tool_call_id = fields.String(
