@@ -138,3 +138,23 @@ def test_tool_names_outside_openais_rule_pass_as_ollama_lets_them(server, ollama
     }
     ha_chat(server, tools=[TURN_ON, script])
     assert ollama.requests[-1]["tools"] == [TURN_ON, script]
+
+
+def test_a_long_tool_name_offered_is_taken_back_in_the_history(server, ollama):
+    """The offer, the call in the history and the result's tool_name share
+    one limit: a name that worked once keeps working on the next turn."""
+    name = "mcp_server." + "x" * 90
+    tool = {"type": "function", "function": {"name": name, "parameters": {}}}
+    call = Message.ToolCall(
+        function=Message.ToolCall.Function(name=name, arguments={"a": 1})
+    )
+    messages = [
+        Message(role="user", content="go"),
+        Message(role="assistant", content="", tool_calls=[call]),
+        Message(role="tool", content="done", tool_name=name),
+    ]
+    parts = ha_chat(server, tools=[tool], messages=messages)
+    assert parts[-1].done
+    sent = ollama.requests[-1]["messages"]
+    assert sent[2]["tool_calls"][0]["function"]["name"] == name
+    assert sent[3]["tool_name"] == name

@@ -30,6 +30,11 @@ from piagent.web.schemas import (
 THINK_LEVELS = ("low", "medium", "high")
 
 
+# A tool's name, wherever it appears (the offer, a call, a result's tool_name):
+# one limit, so a name offered is also accepted when the history sends it back.
+MAX_TOOL_NAME = 256
+
+
 class Format(fields.Field[Any]):
     """`format`: "json", or a JSON schema (an object); "" and null: none."""
 
@@ -84,7 +89,9 @@ class OllamaFunctionSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    name = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    name = fields.String(
+        required=True, validate=validate.Length(min=1, max=MAX_TOOL_NAME)
+    )
     description = fields.String(load_default=None, allow_none=True)
     parameters = fields.Dict(load_default=None, allow_none=True)
 
@@ -133,7 +140,9 @@ class OllamaFunctionCallSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    name = fields.String(
+        required=True, validate=validate.Length(min=1, max=MAX_TOOL_NAME)
+    )
     arguments = fields.Dict(load_default=dict)
 
 
@@ -175,7 +184,7 @@ class OllamaMessageSchema(Schema):
         validate=validate.Length(max=MAX_TOOLS),
     )
     tool_name = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=64)
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_TOOL_NAME)
     )
     tool_call_id = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=256)
