@@ -12,6 +12,7 @@ from piagent.providers.base import (
     ToolCall,
     ToolOffer,
     Usage,
+    arguments_text,
     new_call_id,
 )
 from piagent.providers.ollama import OllamaProvider
@@ -31,5 +32,6 @@ __all__ = [
     "ToolCall",
     "ToolOffer",
     "Usage",
+    "arguments_text",
     "new_call_id",
 ]

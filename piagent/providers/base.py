@@ -9,6 +9,7 @@ format (arguments as an object, `tool_name`) on the way out.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,13 @@ class ToolCall:
             "type": "function",
             "function": {"name": self.name, "arguments": self.arguments},
         }
+
+
+def arguments_text(arguments: Any) -> str:
+    """A call's arguments given as an object, as JSON text: compact, in the
+    object's key order, so the same call renders the same bytes every time
+    it is sent back and the model's prompt cache stays warm."""
+    return json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
 
 
 def new_call_id() -> str:

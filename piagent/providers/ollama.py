@@ -25,6 +25,7 @@ from piagent.providers.base import (
     ToolCall,
     ToolOffer,
     Usage,
+    arguments_text,
     new_call_id,
 )
 from piagent.providers.counts import count
@@ -356,7 +357,7 @@ def tool_calls(raw: Any) -> list[ToolCall] | None:
             return None
         arguments = function.get("arguments", {})
         if not isinstance(arguments, str):
-            arguments = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+            arguments = arguments_text(arguments)
         call_id = item.get("id")
         if not (isinstance(call_id, str) and call_id):
             call_id = new_call_id()

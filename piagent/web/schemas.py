@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -20,6 +19,7 @@ from marshmallow.exceptions import SCHEMA
 
 from piagent.agents import AGENT_NAME
 from piagent.errors import InvalidFields
+from piagent.providers import arguments_text
 
 # An id safe to echo in a response header: a conversation id, and the request
 # log's X-Request-Id.
@@ -135,7 +135,7 @@ class ToolArguments(fields.Field[str]):
         if isinstance(value, str):
             return value
         if isinstance(value, dict):
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            return arguments_text(value)
         raise ValidationError("arguments must be a string of JSON (or an object)")
 
 

@@ -14,14 +14,19 @@ piagent.web.ollama_wire; errors come in Ollama's `{"error"}` shape.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
 from piagent.errors import UnknownModel
-from piagent.providers import ChatMessage, Options, ToolOffer
+from piagent.providers import (
+    ChatMessage,
+    Options,
+    ToolCall,
+    ToolOffer,
+    arguments_text,
+)
 from piagent.settings import Settings
 from piagent.web.apidoc import Reply, event_stream, operation
 from piagent.web.body import read_json_object
@@ -124,12 +129,6 @@ def request_options(fields: dict[str, Any], settings: Settings) -> Options:
     )
 
 
-def _arguments_text(arguments: dict[str, Any]) -> str:
-    # Compact, in the client's key order: the same object gives the same
-    # bytes every time, so the prompt stays cacheable.
-    return json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
-
-
 def openai_messages(sent: list[dict[str, Any]]) -> list[ChatMessage]:
     """Ollama messages in the providers' OpenAI format.
 
@@ -153,16 +152,8 @@ def openai_messages(sent: list[dict[str, Any]]) -> list[ChatMessage]:
                 count += 1
                 function = call["function"]
                 open_calls.append((call_id, function["name"]))
-                wire.append(
-                    {
-                        "id": call_id,
-                        "type": "function",
-                        "function": {
-                            "name": function["name"],
-                            "arguments": _arguments_text(function["arguments"]),
-                        },
-                    }
-                )
+                arguments = arguments_text(function["arguments"])
+                wire.append(ToolCall(call_id, function["name"], arguments).wire())
             converted.append(
                 {"role": "assistant", "content": item["content"], "tool_calls": wire}
             )
