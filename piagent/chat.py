@@ -163,7 +163,6 @@ class ChatService:
     ) -> None:
         self._clock = clock
         self._agents = dict(agents)
-        self._provider = provider
         # Every call to the model goes through the host router, which is the
         # provider itself with several hosts (app.build_provider).
         self._hosts = (

@@ -22,7 +22,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.exposition import choose_encoder
 
@@ -185,11 +184,7 @@ class Metrics:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         encoder, content_type = choose_encoder(accept or "")
-        if encoder is generate_latest:
-            body = generate_latest(registry)
-        else:
-            body = encoder(registry)
-        return body, content_type
+        return encoder(registry), content_type
 
 
 _metrics: Metrics | None = None

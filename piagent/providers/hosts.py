@@ -59,8 +59,9 @@ class HostRouter:
     """The Provider protocol over one provider per host.
 
     The chat service routes a turn itself (`order` for its slot, `attempt` to
-    run on the slot's host); the protocol's own `stream`/`complete` serve
-    callers without a slot (warm-up) on the first healthy host, with one retry.
+    run on the slot's host, moving it once on a host failure); the protocol's
+    own `stream`/`complete` only complete the Provider protocol: they ask the
+    first healthy host, without a slot or a retry. Warm-up uses `warm`.
     """
 
     def __init__(
@@ -241,14 +242,8 @@ class HostRouter:
 
     # --- The Provider protocol ------------------------------------------------
 
-    def _failover(self, model: str, call: Callable[[Provider], T]) -> T:
-        hosts = self.order(None, model)
-        try:
-            return self.attempt(hosts[0], model, call)
-        except ProviderError as exc:
-            if self.single or not host_failure(exc):
-                raise
-            return self.attempt(self.order(None, model, avoid=hosts[0])[0], model, call)
+    def _first(self, model: str, call: Callable[[Provider], T]) -> T:
+        return self.attempt(self.order(None, model)[0], model, call)
 
     def stream(
         self,
@@ -257,9 +252,7 @@ class HostRouter:
         options: Options | None = None,
         tools: ToolOffer | None = None,
     ) -> TokenStream:
-        return self._failover(
-            model, lambda p: p.stream(model, messages, options, tools)
-        )
+        return self._first(model, lambda p: p.stream(model, messages, options, tools))
 
     def complete(
         self,
@@ -268,9 +261,7 @@ class HostRouter:
         options: Options | None = None,
         tools: ToolOffer | None = None,
     ) -> Reply:
-        return self._failover(
-            model, lambda p: p.complete(model, messages, options, tools)
-        )
+        return self._first(model, lambda p: p.complete(model, messages, options, tools))
 
     def catalog(self, what: str, model: str | None = None) -> Any:
         """What /ollama lists, over every host: the models any host has
