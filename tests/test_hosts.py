@@ -391,6 +391,27 @@ def test_a_moved_slot_takes_the_next_host_at_the_head_of_the_line():
     assert queue.active == 0
 
 
+def test_a_move_whose_client_leaves_gives_back_no_slot_twice():
+    queue = host_queue()
+    slot = queue.acquire(route=fixed(A, B))
+    holder_b = queue.acquire(route=fixed(B))
+    with pytest.raises(ClientGone):
+        slot.move(lambda: False)  # B is busy; the client leaves while waiting
+    slot.release()  # the caller's finally: A was already given back
+    assert (queue.busy(A), queue.busy(B), queue.waiting) == (0, 1, 0)
+    holder_b.release()
+    assert queue.active == 0
+
+
+def test_a_request_that_waits_past_max_wait_gets_queue_full():
+    queue = host_queue(wait=0.05)
+    holder = queue.acquire(route=fixed(A))
+    with pytest.raises(QueueFull):
+        queue.acquire(route=fixed(A))
+    assert queue.waiting == 0 and queue.busy(A) == 1
+    holder.release()
+
+
 def test_a_waiter_whose_client_left_frees_its_place():
     queue = host_queue()
     holder = queue.acquire(route=fixed(A))
