@@ -5,6 +5,7 @@ not, tools, format, thinking, and the errors a client sees."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -67,7 +68,10 @@ def test_ps_lists_an_agent_once_its_model_is_loaded(client, ollama):
     ollama._mark_loaded(MODEL, True)
     [running] = client.ps().models
     assert running.model == "general:latest"
-    assert running.expires_at is not None
+    # The model server's own figures, not piagent's stand-ins (its start, 0).
+    assert running.size_vram == 1
+    ahead = running.expires_at - datetime.now(UTC)
+    assert timedelta(seconds=200) < ahead <= timedelta(seconds=300)
 
 
 def test_a_streamed_chat_arrives_line_by_line_and_ends_with_the_counts(client, ollama):
