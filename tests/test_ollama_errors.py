@@ -148,6 +148,16 @@ def test_ollama_down_before_the_first_line_is_a_502(make_app):
     # The metadata still answers, from piagent's own knowledge.
     [model] = client.get("/ollama/api/tags").get_json()["models"]
     assert model["name"] == "general:latest" and model["details"]["format"] == ""
+    assert client.get("/ollama/api/ps").get_json() == {"models": []}
+    # `name`, as older clients send it, names the model too.
+    shown = client.post("/ollama/api/show", json={"name": "general"}).get_json()
+    assert shown["system"] and shown["details"]["format"] == ""
+    assert "completion" in shown["capabilities"]
+    pulled = client.post("/ollama/api/pull", json={"name": "general", "stream": False})
+    assert pulled.get_json() == {"status": "success"}
+    assert "not found" in refused(
+        client.post("/ollama/api/pull", json={"name": "nobody"}), 404
+    )
 
 
 def test_chat_counts_against_the_chat_limit_and_metadata_does_not(start_server):

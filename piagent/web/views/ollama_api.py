@@ -34,7 +34,7 @@ from piagent.web.ollama_replies import (
 from piagent.web.ollama_schemas import OllamaModelRequestSchema
 from piagent.web.schemas import load_or_422
 from piagent.web.streams import CONTENT_TYPES, NDJSON
-from piagent.web.views.ollama_chat import agent_name
+from piagent.web.views.ollama_chat import named_agent
 
 bp = Blueprint("ollama_api", __name__)
 
@@ -136,9 +136,7 @@ def _named_agent() -> tuple[Agent, dict[str, Any]]:
         OllamaModelRequestSchema(),
         read_json_object(found.settings.max_body_bytes, True),
     )
-    agent = found.chat.agent(agent_name(fields["model"] or fields["name"]))
-    assert agent is not None  # agent_name raised otherwise
-    return agent, fields
+    return named_agent(fields["model"] or fields["name"]), fields
 
 
 @bp.post("/ollama/api/show")

@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from piagent.agents import Agent
 from piagent.errors import UnknownModel
 from piagent.providers import (
     ChatMessage,
@@ -44,13 +45,13 @@ def enabled(settings: Settings) -> bool:
     return settings.ollama_api
 
 
-def agent_name(model: str) -> str:
+def named_agent(model: str) -> Agent:
     """The agent a model name stands for: `general:latest` is `general`;
     raises UnknownModel with Ollama's message for any other name."""
-    name = model.removesuffix(":latest")
-    if services().chat.agent(name) is None:
+    agent = services().chat.agent(model.removesuffix(":latest"))
+    if agent is None:
         raise UnknownModel(f'model "{model}" not found')
-    return name
+    return agent
 
 
 @bp.post("/ollama/api/chat")
@@ -81,7 +82,7 @@ def chat() -> Response:
     payload = read_json_object(found.settings.max_body_bytes, any_media_type=True)
     fields = load_or_422(found.ollama_chat_schema, payload)
     model = fields["model"]
-    name = agent_name(model)
+    name = named_agent(model).name
     if not fields["messages"]:
         # As Ollama: no messages only loads the model; piagent's warm-up and
         # keep-alive see to that, so the answer is at once.
