@@ -39,6 +39,13 @@ def test_every_metric_is_served_with_its_kind(metrics_client):
     for name, kind in NAMES.items():
         base = name.removesuffix("_total") if kind == "counter" else name
         assert served.get(base) == kind or served.get(name) == kind, name
+    # NAMES (and so docs/metrics.md, checked against it) lists every one.
+    ours = {
+        name + "_total" if kind == "counter" and not name.endswith("_total") else name
+        for name, kind in served.items()
+        if name.startswith("piagent_")
+    }
+    assert ours == set(NAMES)
 
 
 def test_a_turn_counts_its_request_times_and_tokens(metrics_client):
