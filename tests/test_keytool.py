@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from piagent import keytool
 from piagent.keys import derived_name, digest_of, parse_keys_file
 from tests.support.server import ROOT, base_env
 
@@ -161,3 +162,30 @@ def test_revoke_keeps_the_files_owner(home):
     os.chown(keys, 0, 65534)  # root:nogroup, like root:piagent on a Pi
     assert keys_tool(home, "keys", "revoke", "alice").returncode == 0
     assert (keys.stat().st_uid, keys.stat().st_gid) == (0, 65534)
+
+
+def failing(*_args, **_kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
+def test_a_keys_file_that_cannot_be_written_is_one_line_and_left_as_it_was(
+    home, monkeypatch, capsys
+):
+    keys = home / "keys"
+    keys.write_text(f"alice {BARE}\nbob sha256:{'ab' * 32}\n")
+    before = keys.read_text()
+    monkeypatch.chdir(home)
+    monkeypatch.setattr(keytool.os, "open", failing)
+    assert keytool.main(["add", "carol"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no key is shown that was not stored
+    [line] = err.splitlines()
+    assert "cannot write" in line and "Permission denied" in line
+    monkeypatch.undo()
+    monkeypatch.chdir(home)
+    monkeypatch.setattr(keytool.os, "replace", failing)
+    assert keytool.main(["revoke", "bob"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "cannot rewrite" in line and "owner and mode kept" in line
+    assert keys.read_text() == before
+    assert sorted(p.name for p in home.iterdir()) == [".env", "keys"]
