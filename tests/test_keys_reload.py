@@ -269,3 +269,32 @@ def test_gunicorns_own_reload_would_lose_the_in_process_memory(unit, ollama):
         server.url + f"/conversations/{cid}", headers=as_(ALICE), timeout=5
     )
     assert gone.status_code == 404
+
+
+def test_a_hangup_while_the_app_loads_reloads_it_once_loaded():
+    """SIGHUP can come before the worker has its app (the keys file may have
+    been read before the change): the reload waits for the app, then runs."""
+    import runpy
+
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    reloads: list[int] = []
+
+    class App:
+        extensions = {"piagent.reload": lambda: reloads.append(1)}
+
+    class Loading:
+        wsgi = None
+
+        def load_wsgi(self) -> None:
+            self.wsgi = App()
+
+    class Worker(config["ReloadsOnHangup"], Loading):
+        pass
+
+    worker = Worker()
+    worker.reload_app()  # the hangup's greenlet, while the app still loads
+    assert reloads == []
+    worker.load_wsgi()
+    assert reloads == [1]
+    worker.reload_app()  # loaded: at once
+    assert reloads == [1, 1]
