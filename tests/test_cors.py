@@ -28,7 +28,10 @@ def test_no_cors_headers_without_an_allowlist(server):
 
 @pytest.fixture
 def browser_server(start_server):
-    return start_server(CORS_ORIGINS=f"{PAGE},https://home.example", API_KEYS=KEY)
+    return start_server(
+        CORS_ORIGINS=f"{PAGE},https://home.example:443,http://[fd00::7]:80",
+        API_KEYS=KEY,
+    )
 
 
 def test_preflight_from_an_allowed_origin_is_answered_without_a_key(browser_server):
@@ -137,3 +140,34 @@ def test_a_star_allows_every_origin_without_credentials(start_server):
     assert response.headers["Access-Control-Allow-Origin"] == "http://anything.example"
     assert "Origin" in response.headers["Vary"]
     assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+@pytest.mark.parametrize("origin", ["https://home.example", "http://[fd00::7]"])
+def test_an_origin_listed_with_its_default_port_gets_cors_as_browsers_send_it(
+    browser_server, origin
+):
+    """Browsers leave the default port out of Origin; the listed
+    `https://home.example:443` is that origin, for CORS as for the Origin check."""
+    response = requests.post(
+        browser_server.url + "/chat",
+        json={"message": "hi"},
+        headers={"Origin": origin, "Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == origin
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["https://home.example.evil.test", "http://f:80", "https://home.example:8443"],
+)
+def test_an_origin_that_only_begins_like_a_listed_one_gets_no_cors(
+    browser_server, origin
+):
+    response = requests.get(
+        browser_server.url + "/agents",
+        headers={"Origin": origin, "Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    assert "Access-Control-Allow-Origin" not in response.headers

@@ -30,6 +30,14 @@ def parse_origin(text: str) -> Origin | None:
     return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
+def browser_form(origin: Origin) -> str:
+    """An origin as browsers send it: the default port left out, an IPv6
+    address in brackets (so `https://ha.example:443` is `https://ha.example`)."""
+    scheme, host, port = origin
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" + ("" if port == DEFAULT_PORTS[scheme] else f":{port}")
+
+
 def install_origin_check(app: Flask, settings: Settings) -> None:
     """Answer 403 to a POST or DELETE whose Origin is another site's.
 
