@@ -61,10 +61,11 @@ def _nanos(seconds: float | None) -> int:
     return max(int((seconds or 0.0) * NANOSECONDS), 0)
 
 
-def final_fields(stats: TurnStats) -> dict[str, Any]:
-    """`done_reason`, counts and durations of a finished turn: the model
-    server's own durations when it sent them (Ollama), else piagent's
-    timings (queue wait included in the total, nothing counted as loading)."""
+def _done(stats: TurnStats) -> dict[str, Any]:
+    """The end of a final line, in Go's field order: `done_reason`, `done`,
+    then the counts and durations of the finished turn: the model server's
+    own durations when it sent them (Ollama), else piagent's timings (queue
+    wait included in the total, nothing counted as loading)."""
     usage = stats.usage
     reason = usage.done_reason if usage is not None else None
     durations = usage.durations if usage is not None else None
@@ -81,6 +82,7 @@ def final_fields(stats: TurnStats) -> dict[str, Any]:
     total, load, prompt_eval, evaluation = (value or 0 for value in durations)
     return {
         "done_reason": "length" if reason in LENGTH_REASONS else "stop",
+        "done": True,
         "total_duration": total,
         "load_duration": load,
         "prompt_eval_count": stats.prompt_tokens or 0,
@@ -106,12 +108,6 @@ def reply_body(
         "message": body,
         **_done(stats),
     }
-
-
-def _done(stats: TurnStats) -> dict[str, Any]:
-    """The end of a final line, in Go's field order: done_reason, done, counts."""
-    fields = final_fields(stats)
-    return {"done_reason": fields.pop("done_reason"), "done": True, **fields}
 
 
 def ndjson_frames(model: str) -> Framer:
