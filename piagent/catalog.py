@@ -42,10 +42,9 @@ class ModelCatalog:
         """The models the server has, by name ({} if it cannot say)."""
         return self._cached("tags", None) or {}
 
-    def loaded(self) -> dict[str, dict[str, Any]] | None:
-        """The models in memory, by name; None if the server cannot say."""
-        found = self._cached("ps", None)
-        return None if found is None else dict(found)
+    def loaded(self) -> dict[str, dict[str, Any]]:
+        """The models in memory, by name ({} if the server cannot say)."""
+        return self._cached("ps", None) or {}
 
     def show(self, model: str) -> dict[str, Any]:
         """The server's /api/show of `model` ({} if it cannot say)."""

@@ -118,7 +118,7 @@ def tags() -> dict[str, Any]:
 def ps() -> dict[str, Any]:
     """The agents whose model the model server has in memory (Ollama only)."""
     catalog = services().catalog
-    loaded, listed = catalog.loaded() or {}, catalog.tags()
+    loaded, listed = catalog.loaded(), catalog.tags()
     models = []
     for agent in _agents():
         running = _upstream(loaded, agent.model)
