@@ -20,7 +20,7 @@ from piagent.errors import (
     UnknownModel,
     invalid_field,
 )
-from piagent.events import PING, Done, Event, EventStream, Tokens, Upstream
+from piagent.events import Done, Event, EventStream, Tokens, Upstream
 from piagent.generation_queue import (
     GenerationQueue,
     QueueObserver,
@@ -549,10 +549,7 @@ class ChatService:
             stream = upstream.stream
             if stream is None:
                 # The 200 is committed now: a first ping sends it at once.
-                yield PING
-                while not upstream.wait(self._ping_seconds):
-                    yield PING
-                stream = upstream.resolve()
+                stream = yield from upstream.pinged(self._ping_seconds)
                 stats.first_token_at = self._clock()
             if loop is None:
                 batches = stream.batches()

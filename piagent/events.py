@@ -10,7 +10,7 @@ how to say so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -162,6 +162,17 @@ class Upstream:
         assert stream is not None
         self.stream = stream
         return stream
+
+    def pinged(self, ping_seconds: float) -> Generator[Event, None, TokenStream]:
+        """The stream, a PING now and every `ping_seconds` while the model is
+        still silent (a generator's return value): for a caller whose 200 is
+        committed, so the client hears something and its leaving is noticed."""
+        if self.stream is not None:
+            return self.stream
+        yield PING
+        while not self.wait(ping_seconds):
+            yield PING
+        return self.resolve()
 
     def close(self) -> None:
         """Abandon a start still under way (closing its connection) or close

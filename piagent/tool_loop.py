@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 
-from piagent.events import PING, Event, Tokens, ToolCall, ToolResult, Upstream
+from piagent.events import Event, Tokens, ToolCall, ToolResult, Upstream
 from piagent.generation_queue import Slot
 from piagent.memory import Message, StoredCall
 from piagent.providers import ChatMessage, TokenStream, Usage
@@ -212,11 +212,5 @@ class ToolLoop:
         """Start the next model call, pinging while it is silent (the 200 was
         sent long ago); returns its stream (a generator's return value)."""
         self.upstream.close()
-        self.upstream = upstream = self._open_next(self._messages)
-        if upstream.stream is None:
-            yield PING
-            while not upstream.wait(self._ping_seconds):
-                yield PING
-            upstream.resolve()
-        assert upstream.stream is not None
-        return upstream.stream
+        self.upstream = self._open_next(self._messages)
+        return (yield from self.upstream.pinged(self._ping_seconds))
